@@ -1,0 +1,252 @@
+"""The trace bus: every boundary crossing of a run, as one ordered stream of events.
+
+Sources (register models, mailboxes, links, firmware) call :meth:`TraceBus.emit`; sinks subscribe
+and never know who emitted (ns-3 style: sources decoupled from sinks). The bus itself keeps a
+running SHA-256 over the canonical JSON lines, so :meth:`TraceBus.digest` identifies a run:
+the same scenario and seed give the same digest, and tests pin it.
+
+Sinks provided here: :class:`MemorySink` (a list), :class:`JsonLinesSink` (``trace.jsonl``) and
+:class:`PcapSink` (``doe.pcap``: one record per DOE data object, link type 292, the number DMTF's
+tools use for PCI DOE, INTEROP.md "pcap"). :func:`parse_pcap` reads such a file back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import hashlib
+import json
+import struct
+from collections.abc import Callable, Iterable, Iterator
+from typing import BinaryIO, TextIO
+
+from sim.wire.codec import DecodeError
+
+Clock = Callable[[], int]
+Sink = Callable[["TraceEvent"], None]
+
+
+class Channel(enum.StrEnum):
+    """What kind of boundary an event crossed."""
+
+    CONFIG = "config"          # a config-space register read or write (DW granularity)
+    DOE = "doe"                # a complete DOE data object (header included)
+    TLP = "tlp"                # a TLP on a PCIe link, exactly the bytes on the wire
+    FIRMWARE = "firmware"      # a command to or a response from platform firmware
+    KEY_SLOT = "key-slot"      # a Root Port key-slot operation through the key-programming path
+    LINK = "link"              # link state changes and reset signals (no payload bytes)
+    IDE = "ide"                # IDE stream state changes and integrity failures
+    FAULT = "fault"            # an injected fault
+    SOCKET = "socket"          # a frame on an external socket (interop with reference tools)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TraceEvent:
+    """One boundary crossing.
+
+    ``observers`` are components other than the two ends that see the same bytes in transit (an
+    interposer on a link). ``secured_plaintext`` is set by the sender when ``data`` is an encrypted
+    record: the bytes inside it, so that the exposure tracker can tell which secrets crossed as
+    ciphertext. It is never written to the trace files (they show only what was on the wire).
+    """
+
+    time_ns: int
+    source: str
+    destination: str
+    channel: Channel
+    data: bytes = b""
+    summary: str = ""
+    observers: tuple[str, ...] = ()
+    secured_plaintext: bytes | None = None
+
+    def to_json(self) -> dict[str, object]:
+        out: dict[str, object] = {
+            "t": self.time_ns,
+            "from": self.source,
+            "to": self.destination,
+            "channel": str(self.channel),
+            "data": self.data.hex(),
+            "summary": self.summary,
+        }
+        if self.observers:
+            out["observers"] = list(self.observers)
+        if self.secured_plaintext is not None:
+            out["secured"] = True
+        return out
+
+    def json_line(self) -> str:
+        """Canonical form: sorted keys, no spaces, hex bytes; what the digest is computed over."""
+        return json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+class TraceBus:
+    """Publish/subscribe for trace events, stamped with the world's clock."""
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._sinks: list[Sink] = []
+        self._hash = hashlib.sha256()
+        self.count = 0
+
+    def subscribe(self, sink: Sink) -> Callable[[], None]:
+        """Add a sink; returns a function that removes it again."""
+        self._sinks.append(sink)
+
+        def unsubscribe() -> None:
+            if sink in self._sinks:
+                self._sinks.remove(sink)
+
+        return unsubscribe
+
+    def emit(self, source: str, destination: str, channel: Channel, data: bytes = b"", summary: str = "", *,
+             observers: Iterable[str] = (), secured_plaintext: bytes | None = None) -> TraceEvent:
+        event = TraceEvent(int(self._clock()), source, destination, Channel(channel), bytes(data), summary,
+                           tuple(observers), None if secured_plaintext is None else bytes(secured_plaintext))
+        self._hash.update(event.json_line().encode("ascii") + b"\n")
+        self.count += 1
+        for sink in tuple(self._sinks):
+            sink(event)
+        return event
+
+    def digest(self) -> str:
+        """SHA-256 (hex) over every canonical JSON line emitted so far, each followed by a newline."""
+        return self._hash.hexdigest()
+
+
+def digest_of(events: Iterable[TraceEvent]) -> str:
+    """The digest a bus would have after emitting exactly these events (for stored traces)."""
+    h = hashlib.sha256()
+    for e in events:
+        h.update(e.json_line().encode("ascii") + b"\n")
+    return h.hexdigest()
+
+
+class MemorySink:
+    """Keeps every event in order; what tests and the report builder read."""
+
+    def __init__(self) -> None:
+        self.events: list[TraceEvent] = []
+
+    def __call__(self, event: TraceEvent) -> None:
+        self.events.append(event)
+
+    def on(self, channel: Channel) -> list[TraceEvent]:
+        return [e for e in self.events if e.channel is channel]
+
+    def __len__(self) -> int:
+        return len(self.events)
+
+    def __iter__(self) -> Iterator[TraceEvent]:
+        return iter(self.events)
+
+
+class JsonLinesSink:
+    """Writes ``trace.jsonl``: one canonical JSON object per line."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def __call__(self, event: TraceEvent) -> None:
+        self.stream.write(event.json_line() + "\n")
+
+
+# ----------------------------------------------------------------------------------------------
+# pcap (classic libpcap format; see tcpdump's pcap-savefile(5) and libspdm's industry_standard/pcap.h)
+# ----------------------------------------------------------------------------------------------
+
+LINKTYPE_PCI_DOE = 292    # DMTF-private number used by spdm-emu / spdm_dump for DOE (INTEROP.md)
+LINKTYPE_MCTP = 291
+PCAP_MAGIC_USEC = 0xA1B2C3D4
+PCAP_MAGIC_NSEC = 0xA1B23C4D
+PCAP_VERSION = (2, 4)
+PCAP_SNAPLEN = 1 << 20    # a DOE object is at most 2^18 DW = 1 MiB (PROTOCOLS.md §1.3)
+_GLOBAL = struct.Struct("<IHHiIII")
+_RECORD = struct.Struct("<IIII")
+
+
+def pcap_global_header(linktype: int = LINKTYPE_PCI_DOE, *, nanosecond: bool = True) -> bytes:
+    magic = PCAP_MAGIC_NSEC if nanosecond else PCAP_MAGIC_USEC
+    return _GLOBAL.pack(magic, PCAP_VERSION[0], PCAP_VERSION[1], 0, 0, PCAP_SNAPLEN, linktype)
+
+
+def pcap_record(time_ns: int, data: bytes, *, nanosecond: bool = True) -> bytes:
+    sec, frac = divmod(time_ns, 1_000_000_000)
+    if not nanosecond:
+        frac //= 1000
+    if sec >= 1 << 32:
+        raise ValueError(f"simulated time {time_ns} ns does not fit a pcap timestamp")
+    incl = data[:PCAP_SNAPLEN]
+    return _RECORD.pack(sec, frac, len(incl), len(data)) + incl
+
+
+class PcapSink:
+    """Writes one pcap record per DOE data object that passes ``accept``.
+
+    The default accepts every DOE-channel event. A run that traces each hop of a relayed object
+    (guest -> VMM -> host -> device) should pass a filter for the mailbox boundary only, e.g.
+    ``lambda e: e.channel is Channel.DOE and "rp0.dev0" in (e.source, e.destination)``, so that
+    the file is one request/response stream as spdm_dump expects.
+    """
+
+    def __init__(self, stream: BinaryIO, *, accept: Callable[[TraceEvent], bool] | None = None,
+                 linktype: int = LINKTYPE_PCI_DOE, nanosecond: bool = True) -> None:
+        self.stream = stream
+        self.nanosecond = nanosecond
+        self.accept = accept or (lambda e: e.channel is Channel.DOE)
+        self.records = 0
+        stream.write(pcap_global_header(linktype, nanosecond=nanosecond))
+
+    def __call__(self, event: TraceEvent) -> None:
+        if self.accept(event):
+            self.stream.write(pcap_record(event.time_ns, event.data, nanosecond=self.nanosecond))
+            self.records += 1
+
+
+@dataclasses.dataclass(frozen=True)
+class PcapPacket:
+    time_ns: int
+    data: bytes
+    orig_len: int
+
+
+@dataclasses.dataclass(frozen=True)
+class PcapFile:
+    magic: int
+    version: tuple[int, int]
+    snaplen: int
+    linktype: int
+    packets: tuple[PcapPacket, ...]
+
+    @property
+    def nanosecond(self) -> bool:
+        return self.magic == PCAP_MAGIC_NSEC
+
+
+def parse_pcap(data: bytes) -> PcapFile:
+    """Read a classic little-endian pcap file (either timestamp resolution); DecodeError on bad input."""
+    name = "PcapFile"
+    if len(data) < _GLOBAL.size:
+        raise DecodeError(name, "global_header", 0, f"needs {_GLOBAL.size} bytes, only {len(data)} present")
+    magic, vmaj, vmin, _zone, _sigfigs, snaplen, linktype = _GLOBAL.unpack_from(data, 0)
+    if magic not in (PCAP_MAGIC_USEC, PCAP_MAGIC_NSEC):
+        raise DecodeError(name, "magic", 0, f"0x{magic:08x} is not a little-endian pcap magic")
+    scale = 1 if magic == PCAP_MAGIC_NSEC else 1000
+    packets: list[PcapPacket] = []
+    pos = _GLOBAL.size
+    while pos < len(data):
+        if len(data) - pos < _RECORD.size:
+            raise DecodeError(name, f"record[{len(packets)}].header", pos,
+                              f"needs {_RECORD.size} bytes, only {len(data) - pos} left")
+        sec, frac, incl, orig = _RECORD.unpack_from(data, pos)
+        if frac >= 1_000_000_000 // scale:
+            raise DecodeError(name, f"record[{len(packets)}].ts_frac", pos + 4, f"fraction {frac} out of range")
+        if incl > orig or incl > snaplen:
+            raise DecodeError(name, f"record[{len(packets)}].incl_len", pos + 8,
+                              f"incl_len {incl} exceeds orig_len {orig} or snaplen {snaplen}")
+        pos += _RECORD.size
+        if len(data) - pos < incl:
+            raise DecodeError(name, f"record[{len(packets)}].data", pos,
+                              f"needs {incl} bytes, only {len(data) - pos} left")
+        packets.append(PcapPacket(sec * 1_000_000_000 + frac * scale, data[pos:pos + incl], orig))
+        pos += incl
+    return PcapFile(magic, (vmaj, vmin), snaplen, linktype, tuple(packets))

@@ -1,0 +1,1 @@
+"""firmware layer (see DESIGN.md)."""

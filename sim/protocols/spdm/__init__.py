@@ -1,0 +1,1 @@
+"""SPDM protocol state machines (sans-IO): transcripts, secured sessions, the responder and its profile."""

@@ -1,0 +1,1 @@
+"""rootport layer (see DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""vmm layer (see DESIGN.md)."""

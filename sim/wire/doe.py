@@ -1,0 +1,195 @@
+"""PCIe Data Object Exchange (DOE) data objects and DOE discovery (PROTOCOLS.md §1.3, §1.4).
+
+A DOE data object is what crosses the DOE mailbox (and the DMTF emulator socket, INTEROP.md):
+an 8-byte little-endian header followed by a payload padded with zeros to a DW boundary. The
+header's Length counts DWs *including* the header, and 0 stands for the maximum of 2^18 DW.
+
+The data object type stays a plain ``int`` because its meaning depends on the vendor ID: only
+for the PCI-SIG vendor ID (0x0001) do the values map onto :class:`DoeObjectType`, and objects of
+types this simulator does not know must still decode (a mailbox silently drops them later).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from typing import Any
+
+from sim.wire.codec import Const, DecodeError, EncodeError, Message, Reader, Reserved, Spec, u8, u16
+
+PCI_SIG_VENDOR_ID = 0x0001
+HEADER_BYTES = 8
+MAX_LENGTH_DW = 1 << 18  # encoded as 0 in the 18-bit Length field (§1.3)
+MAX_PAYLOAD_BYTES = MAX_LENGTH_DW * 4 - HEADER_BYTES
+_LENGTH_MASK = MAX_LENGTH_DW - 1
+
+
+class DoeObjectType(enum.IntEnum):
+    """PCI-SIG data object types (vendor ID 0x0001), §1.3."""
+
+    DISCOVERY = 0x00
+    SPDM = 0x01
+    SECURED_SPDM = 0x02
+    # Names as in libspdm; defined by specs newer than SPDM 1.3 and not used by this simulator [U].
+    SPDM_CONNECTION_ID = 0x03
+    SECURED_SPDM_CONNECTION_ID = 0x04
+
+
+class DiscoveryVersion(enum.IntEnum):
+    """Discovery Version byte of a DOE discovery request (§1.4, PCIe r6.1 §6.30.1.1)."""
+
+    CAP_V1 = 0x00  # DOE capability version 1: the byte was reserved
+    CAP_V2 = 0x02  # required once the DOE capability version is 2 or more
+
+
+def _dw_count(payload_len: int) -> int:
+    return HEADER_BYTES // 4 + (payload_len + 3) // 4
+
+
+def doe_length_dw(data: bytes) -> int:
+    """The object length in DW (header included) from DW1 bits 17:0 of a DOE header; 0 reads as 2^18.
+
+    The mailbox needs this after the second DW is written to know how many DWs to expect.
+    """
+    if len(data) < HEADER_BYTES:
+        raise DecodeError("DoeObject", "length", len(data), f"a DOE header is 8 bytes, only {len(data)} given")
+    raw = int.from_bytes(data[4:8], "little") & _LENGTH_MASK
+    return raw if raw else MAX_LENGTH_DW
+
+
+class _DoeLength(Spec):
+    """DW1 of the header: Length in DW over header and padded payload; bits 31:18 reserved."""
+
+    derived = True
+
+    def __init__(self) -> None:
+        self.name = "length"
+
+    def encode(self, values: dict[str, Any], ctx: Any, out: bytearray) -> None:
+        dw = _dw_count(len(values["payload"]))
+        if dw > MAX_LENGTH_DW:
+            raise EncodeError(f"DOE payload of {len(values['payload'])} bytes exceeds {MAX_PAYLOAD_BYTES}")
+        out += (dw & _LENGTH_MASK).to_bytes(4, "little")
+
+    def decode(self, r: Reader, values: dict[str, Any], ctx: Any) -> None:
+        start = r.offset()
+        raw = int.from_bytes(r.take(4, self.name), "little") & _LENGTH_MASK  # reserved bits ignored
+        dw = raw if raw else MAX_LENGTH_DW
+        if dw < HEADER_BYTES // 4:
+            raise r.fail(self.name, f"{dw} DW is shorter than the 2-DW header", start)
+        need = dw * 4 - HEADER_BYTES
+        if r.remaining != need:
+            raise r.fail(self.name, f"header says {dw} DW ({need} payload bytes) but {r.remaining} payload bytes "
+                                    "were given", start)
+        values[self.name] = need
+
+
+class _PaddedPayload(Spec):
+    """The payload: zero-padded to a DW on encode; on decode everything the Length covers (pad included)."""
+
+    def __init__(self) -> None:
+        self.name = "payload"
+
+    def encode(self, values: dict[str, Any], ctx: Any, out: bytearray) -> None:
+        payload = bytes(values[self.name])
+        out += payload + bytes(-len(payload) % 4)
+
+    def decode(self, r: Reader, values: dict[str, Any], ctx: Any) -> None:
+        values[self.name] = r.take(values["length"], self.name)
+
+
+@dataclasses.dataclass(frozen=True)
+class DoeObject(Message):
+    """One DOE data object (§1.3). ``payload`` is stored as given; decoding yields it with its DW padding.
+
+    Reserved byte 3 must be zero: libspdm rejects the object otherwise, and so does this decoder.
+    """
+
+    vendor_id: int
+    data_object_type: int
+    payload: bytes = b""
+
+    LAYOUT = (
+        u16("vendor_id"),
+        u8("data_object_type"),
+        Const("reserved", 1, 0),
+        _DoeLength(),
+        _PaddedPayload(),
+    )
+
+    @classmethod
+    def pcisig(cls, object_type: DoeObjectType, payload: bytes) -> DoeObject:
+        """A PCI-SIG object (vendor ID 0x0001) of a known type."""
+        return cls(PCI_SIG_VENDOR_ID, int(object_type), payload)
+
+    @property
+    def object_type(self) -> DoeObjectType | None:
+        """The PCI-SIG type this object carries, or None for another vendor or an unknown type."""
+        if self.vendor_id != PCI_SIG_VENDOR_ID:
+            return None
+        try:
+            return DoeObjectType(self.data_object_type)
+        except ValueError:
+            return None
+
+    @property
+    def length_dw(self) -> int:
+        """The Length this object has on the wire, in DW, header included (2^18 at most)."""
+        return _dw_count(len(self.payload))
+
+    def summary(self) -> str:
+        kind = self.object_type
+        what = kind.name if kind is not None else f"vid=0x{self.vendor_id:04x} type=0x{self.data_object_type:02x}"
+        return f"DOE {what} len={self.length_dw}DW"
+
+
+@dataclasses.dataclass(frozen=True)
+class DoeDiscoveryRequest(Message):
+    """DOE discovery request payload (one DW, §1.4): which protocol index to report."""
+
+    index: int
+    version: DiscoveryVersion = DiscoveryVersion.CAP_V1
+
+    LAYOUT = (u8("index"), u8("version", DiscoveryVersion), Reserved(2))
+
+    def to_doe(self) -> DoeObject:
+        return DoeObject.pcisig(DoeObjectType.DISCOVERY, self.encode())
+
+    def summary(self) -> str:
+        return f"DOE DISCOVERY index={self.index} version={int(self.version)}"
+
+
+@dataclasses.dataclass(frozen=True)
+class DoeDiscoveryResponse(Message):
+    """DOE discovery response payload (one DW, §1.4); ``next_index`` 0 marks the last protocol."""
+
+    vendor_id: int
+    data_object_type: int
+    next_index: int
+
+    LAYOUT = (u16("vendor_id"), u8("data_object_type"), u8("next_index"))
+
+    def to_doe(self) -> DoeObject:
+        return DoeObject.pcisig(DoeObjectType.DISCOVERY, self.encode())
+
+    @property
+    def object_type(self) -> DoeObjectType | None:
+        if self.vendor_id != PCI_SIG_VENDOR_ID:
+            return None
+        try:
+            return DoeObjectType(self.data_object_type)
+        except ValueError:
+            return None
+
+    def summary(self) -> str:
+        kind = self.object_type
+        what = kind.name if kind is not None else f"vid=0x{self.vendor_id:04x} type=0x{self.data_object_type:02x}"
+        return f"DOE DISCOVERY_RESP {what} next={self.next_index}"
+
+
+DoeMessage = DoeObject | DoeDiscoveryRequest | DoeDiscoveryResponse
+
+
+def summarize(msg: DoeMessage) -> str:
+    """Compact one-line description for the trace."""
+    return msg.summary()
