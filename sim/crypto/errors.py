@@ -29,4 +29,13 @@ class AeadError(CryptoError):
 
 
 class CertificateFormatError(CryptoError):
-    """Certificate, certificate-chain or key bytes that cannot be parsed."""
+    """Certificate, certificate-chain or key bytes that cannot be parsed.
+
+    ``offset`` (byte position in the parsed input) and ``index`` (which certificate of a chain)
+    are set where known, so that a decoder above can name the byte.
+    """
+
+    def __init__(self, message: str, *, offset: int | None = None, index: int | None = None) -> None:
+        super().__init__(message)
+        self.offset = offset
+        self.index = index

@@ -101,27 +101,33 @@ def spdm_extension_value(*oids: x509.ObjectIdentifier) -> bytes:
 
 
 def split_der_certificates(data: bytes) -> list[bytes]:
-    """Split concatenated DER certificates by their outer SEQUENCE lengths (no other parsing)."""
+    """Split concatenated DER certificates by their outer SEQUENCE lengths (no other parsing).
+
+    CertificateFormatError carries the byte ``offset`` and the certificate ``index`` at fault.
+    """
     out: list[bytes] = []
     pos = 0
     while pos < len(data):
+        def fail(reason: str, at: int) -> CertificateFormatError:
+            return CertificateFormatError(f"byte {at}: {reason}", offset=at, index=len(out))
+
         if data[pos] != 0x30:
-            raise CertificateFormatError(f"byte {pos}: expected SEQUENCE tag 0x30, got 0x{data[pos]:02x}")
+            raise fail(f"tag 0x{data[pos]:02x} is not a DER SEQUENCE (0x30)", pos)
         if pos + 2 > len(data):
-            raise CertificateFormatError(f"byte {pos}: truncated DER header")
+            raise fail("truncated DER header", pos)
         first = data[pos + 1]
         if first < 0x80:
             length, header = first, 2
         elif first == 0x80 or first > 0x84:
-            raise CertificateFormatError(f"byte {pos + 1}: unsupported DER length form 0x{first:02x}")
+            raise fail(f"length form 0x{first:02x} is not a definite DER length", pos + 1)
         else:
             n = first & 0x7F
             if pos + 2 + n > len(data):
-                raise CertificateFormatError(f"byte {pos + 1}: truncated DER length")
+                raise fail("truncated DER length", pos + 1)
             length, header = int.from_bytes(data[pos + 2 : pos + 2 + n], "big"), 2 + n
         end = pos + header + length
         if end > len(data):
-            raise CertificateFormatError(f"byte {pos}: certificate of {length} bytes runs past the end")
+            raise fail(f"certificate of {header + length} bytes runs past the chain end", pos)
         out.append(bytes(data[pos:end]))
         pos = end
     return out

@@ -15,6 +15,8 @@ import dataclasses
 import enum
 from typing import Any, ClassVar
 
+from sim.crypto.errors import CertificateFormatError
+from sim.crypto.identity import split_der_certificates as crypto_split_der
 from sim.wire.codec import (
     Bits,
     Bytes,
@@ -80,35 +82,15 @@ def slots_of(mask: int) -> tuple[int, ...]:
 
 
 def split_der_certificates(der: bytes, *, what: str = "CertChain") -> tuple[bytes, ...]:
-    """Cut concatenated DER certificates apart by their outer SEQUENCE lengths (no crypto, no X.509 parse).
+    """Cut concatenated DER certificates apart by their outer SEQUENCE lengths (no X.509 parse).
 
-    Raises DecodeError (naming ``der_chain[i]`` and the offset) for a non-SEQUENCE tag, an
-    indefinite or over-long length form, or a certificate that runs past the end.
+    The crypto layer's splitter, with its error turned into a DecodeError naming ``der_chain[i]``
+    and the offset.
     """
-    certs: list[bytes] = []
-    pos = 0
-    while pos < len(der):
-        field = f"der_chain[{len(certs)}]"
-        if der[pos] != 0x30:
-            raise DecodeError(what, field, pos, f"tag 0x{der[pos]:02x} is not a DER SEQUENCE (0x30)")
-        if pos + 2 > len(der):
-            raise DecodeError(what, field, pos, "truncated DER header")
-        first = der[pos + 1]
-        if first < 0x80:
-            body, head = first, 2
-        else:
-            n = first & 0x7F
-            if n == 0 or n > 4:
-                raise DecodeError(what, field, pos + 1, f"length form 0x{first:02x} is not a definite DER length")
-            if pos + 2 + n > len(der):
-                raise DecodeError(what, field, pos + 1, "truncated DER length")
-            body, head = int.from_bytes(der[pos + 2:pos + 2 + n], "big"), 2 + n
-        end = pos + head + body
-        if end > len(der):
-            raise DecodeError(what, field, pos, f"certificate of {head + body} bytes runs past the chain end")
-        certs.append(der[pos:end])
-        pos = end
-    return tuple(certs)
+    try:
+        return tuple(crypto_split_der(der))
+    except CertificateFormatError as exc:
+        raise DecodeError(what, f"der_chain[{exc.index}]", exc.offset or 0, str(exc)) from None
 
 
 def _der_size(values: dict[str, Any], ctx: Any) -> int:
