@@ -102,6 +102,8 @@ def key_device(ep: Endpoint, dsm: RecordingDsm) -> None:
     assert ide is not None
     blk = ep.ide_cap.selective_blocks()[0]
     ep.config_write(0, ide + blk.control, STREAM << 24 | 1)
+    assert dsm.named("config_changed") == [(0, str(ConfigChange.IDE_REGISTERS))]  # software changed IDE registers
+    dsm.calls.clear()
 
 
 def ide_state(ep: Endpoint) -> int:
@@ -176,7 +178,7 @@ def test_mse_off_means_no_decode_and_dma_needs_bme() -> None:
     ep.config_write(0, 0x04, int(Command.BUS_MASTER))
     assert ep.dma_write(0, 0x1000, b"x" * 300)
     tlps = [decode_tlp(b) for b in host.received]
-    assert [t.header.length_dw for t in tlps] == [64, 12]  # split at the 256-byte Max_Payload_Size
+    assert [t.header.length_dw for t in tlps] == [64, 11]  # split at the 256-byte Max_Payload_Size
     assert tlps[1].header.address == 0x1000 + 256  # type: ignore[union-attr]
 
 
@@ -260,13 +262,13 @@ def test_flr_of_nonzero_function_via_device_control_keeps_ide() -> None:
     assert dsm.named("flr") == [1]
     assert ep.config_read(1, 0x10) & ~0xF == 0 and ep.config_read(1, 0x04) & 0xFFFF == 0  # function 1 reset
     assert ep.config_read(0, 0x10) & ~0xF == BAR0  # function 0 untouched
-    assert ep.ide.slot_count() == 6 * 2 and ide_state(ep) == IdeStreamState.SECURE
+    assert ep.ide.slot_count() == 6 and ide_state(ep) == IdeStreamState.SECURE
     assert any(e.kind == "flr" for e in events)
     assert not dsm.named("conventional_reset")
 
 
 @pytest.mark.parametrize("policy,keys_left", [(Function0FlrPolicy.CLEAR_SECURITY, 0),
-                                              (Function0FlrPolicy.KEEP_SECURITY, 12)])
+                                              (Function0FlrPolicy.KEEP_SECURITY, 6)])
 def test_flr_of_function0_follows_policy(policy: Function0FlrPolicy, keys_left: int) -> None:
     ep, dsm, _, _ = make(1, policy=policy)
     key_device(ep, dsm)
@@ -289,12 +291,12 @@ def test_d3hot_keeps_ide_keys_and_stream_but_stops_decode() -> None:
     assert ep.config_read(0, pm + 4) & PmcsrBit.NO_SOFT_RESET
     ep.config_write(0, pm + 4, int(PowerState.D3HOT), byte_enable=0b0011)
     assert ep.functions[0].power_state is PowerState.D3HOT
-    assert ep.ide.slot_count() == 12 and ide_state(ep) == IdeStreamState.SECURE
+    assert ep.ide.slot_count() == 6 and ide_state(ep) == IdeStreamState.SECURE
     ur = host.seal(MemRequestHeader.read(HOST_RID, 9, BAR0, 1), b"", SubStream.NPR)
     ep.receive_tlp(ur)
     assert host.open(host.received.pop()).header.status is CplStatus.UR  # type: ignore[union-attr]
     ep.config_write(0, pm + 4, int(PowerState.D0), byte_enable=0b0011)
-    assert ep.ide.slot_count() == 12 and ide_state(ep) == IdeStreamState.SECURE
+    assert ep.ide.slot_count() == 6 and ide_state(ep) == IdeStreamState.SECURE
     ep.receive_tlp(host.seal(MemRequestHeader.read(HOST_RID, 10, BAR0, 1), b"", SubStream.NPR))
     assert host.open(host.received.pop()).data == b"warm"  # nothing was lost
     assert not dsm.named("conventional_reset") and not dsm.named("config_changed")

@@ -18,8 +18,8 @@ def _run(seed: int) -> tuple[str, int]:
     p.rp.cfg_write(dpc + 6, 0x9, 2, by="kernel")
     key_stream(p, stream_id=p.world.rng("host").randint(1, 200))
     rng = p.world.rng("rp0.dev0.dma")
-    for i in range(6):
-        p.world.call_later(1000 * i, lambda i=i: p.ep.dma_write(0, 0x1000 * (i + 1), rng.bytes(64)))
+    for i in range(12):
+        p.world.call_later(4000 * i, lambda i=i: p.ep.dma_write(0, 0x1000 * (i + 1), rng.bytes(64)))
     p.world.faults.randomize(start_ns=10_000, end_ns=50_000, count=3,
                              kinds=[FaultKind.CORRUPT_TLP, FaultKind.DROP_TLP])
     p.world.call_later(60_000, lambda: p.rp.error_message(ErrorSeverity.FATAL, 0x0100))

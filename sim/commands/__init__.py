@@ -1,0 +1,1 @@
+"""One module per ``tiosim`` subcommand, each with ``add_parser(subparsers)``."""
