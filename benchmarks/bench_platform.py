@@ -29,7 +29,7 @@ from sim.devices.config_space import DoeStatus, find_ext_capability
 from sim.devices.endpoint import Endpoint
 from sim.engine.timing import ComponentClass, Op
 from sim.engine.world import World
-from sim.rootport.link import Link
+from sim.rootport.link import Link, plug_in
 from sim.rootport.root_port import RootPort
 from sim.wire.doe import DiscoveryVersion, DoeDiscoveryRequest, DoeDiscoveryResponse, DoeObject, doe_length_dw
 
@@ -48,11 +48,8 @@ def build(world: World, n: int) -> list[tuple[RootPort, Link, Endpoint]]:
         rp.config.write(0x18, bus << 16 | bus << 8)  # secondary/subordinate bus numbers
         link = Link(world, rp)
         ep = Endpoint(f"dev{i}", bus=bus)
-        world.register(f"rp{i}.dev0", ep, ComponentClass.DEVICE_MCU)
-        port = link.connect_endpoint(f"rp{i}.dev0", receive=ep.receive_tlp, reset=ep.on_link_reset,
-                                     state=ep.on_link_state, ide=ep, config_read=ep.config_read,
-                                     config_write=ep.config_write)
-        ep.attach_link(port, link_applies_ide=True)
+        ep.attach_world(world, f"rp{i}.dev0")
+        plug_in(link, f"rp{i}.dev0", ep)
         out.append((rp, link, ep))
     return out
 
@@ -82,11 +79,11 @@ def doe_discovery(world: World, link: Link, results: list[DoeDiscoveryResponse])
     while not rd(cap + DOE_STATUS) & DoeStatus.DATA_OBJECT_READY:
         yield world.timeout(POLL_NS)
     words = []
-    for i in range(2):
+    for _ in range(2):
         words.append(rd(cap + DOE_READ))
         wr(cap + DOE_READ, 0)
     header = b"".join(w.to_bytes(4, "little") for w in words)
-    for _ in range(doe_length_dw(header + bytes(0)) - 2):
+    for _ in range(doe_length_dw(header) - 2):
         words.append(rd(cap + DOE_READ))
         wr(cap + DOE_READ, 0)
         yield world.timeout(2 * access)

@@ -446,8 +446,7 @@ class Capability(RegisterBlock):
         super().__init__()
         self.offset: int | None = None
         self.next_offset = 0
-        if 0 not in self._regs:
-            self.define(0, Register("cap_header"))
+        self.define(0, Register("cap_header"))  # subclasses redefine it for their bits 31:16
 
     def read_dw(self, rel: int) -> int:
         v = super().read_dw(rel)

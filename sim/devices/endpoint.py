@@ -10,7 +10,11 @@ The endpoint talks to the rest of the platform through a link port (:class:`Link
 Root Port side's ``sim/rootport/link.py``): it sends TLP bytes with ``send_tlp`` and receives them in
 :meth:`Endpoint.receive_tlp`. MMIO requests to its BARs are answered with completions; device
 DMA goes out as memory requests. When a selective IDE stream is Secure, TLPs travel as IDE TLPs
-sealed with the device's Tx keys and incoming IDE TLPs are opened with its Rx keys (PROTOCOLS.md §7.2).
+sealed with the device's Tx keys and incoming IDE TLPs are opened with its Rx keys (PROTOCOLS.md §7.2):
+either the endpoint does it itself, or (``attach_link(..., link_applies_ide=True)``) the link does
+it through the endpoint's ``ide_tx_stream`` / ``ide_seal`` / ``ide_open`` / ``ide_fail_message``.
+Wiring to ``sim/rootport/link.py``: ``link.connect_endpoint(path, receive=ep.receive_tlp,
+reset=ep.on_link_reset, state=ep.on_link_state, ide=ep)``.
 
 Reset and power semantics (TRUST_MODELS.md §1, §3, §4; TDISP §11.4.8-9):
 
@@ -23,8 +27,8 @@ Reset and power semantics (TRUST_MODELS.md §1, §3, §4; TDISP §11.4.8-9):
 * D3hot and back with No_Soft_Reset = 1 — nothing is lost (IDE survives, PCIe §6.33.8);
   with No_Soft_Reset = 0 the function's state is lost and the DSM hears ``config_changed(n, "power-state")``;
 * config writes that change a function's configuration (MSE or BME cleared, a BAR rewritten,
-  IDE stream registers changed) are reported with ``config_changed``; the DSM decides whether a
-  locked TDI cares.
+  IDE stream registers changed, a Secure stream dropping to Insecure) are reported with
+  ``config_changed``; the DSM decides whether a locked TDI cares.
 """
 
 from __future__ import annotations
@@ -182,11 +186,21 @@ class EndpointFunction:
         return self.pm.power_state
 
 
+class EndpointEventKind(enum.StrEnum):
+    RESET = "reset"
+    FLR = "flr"
+    POWER = "power"
+    IDE_STATE = "ide-state"
+    IDE_INTEGRITY = "ide-integrity"
+    CONFIG_CHANGED = "config-changed"
+    TLP_DROPPED = "tlp-dropped"
+
+
 @dataclass(frozen=True)
 class EndpointEvent:
     """Something the endpoint reports to its observer (tests, the trace glue in :meth:`Endpoint.attach_world`)."""
 
-    kind: str  # "reset", "flr", "power", "ide-state", "ide-integrity", "config-changed", "tlp-dropped"
+    kind: EndpointEventKind
     summary: str
     data: bytes = b""
 
@@ -476,7 +490,7 @@ class Endpoint:
                 sid = self.ide_cap.stream_id(blk)
                 self._emit("ide-state", f"stream {sid} {'Secure' if secure else 'Insecure'}")
                 if was and not self._resetting:
-                    self._config_changed(0, ConfigChange.IDE_REGISTERS)
+                    self._config_changed(0, ConfigChange.IDE_STREAM_INSECURE)
 
     # --- IdePortCrypto (sim/rootport/link.py), structurally: the link seals/opens with our engine ---
     def ide_tx_stream(self, header: TlpHeader) -> int | None:
@@ -645,7 +659,7 @@ class Endpoint:
 
     def _emit(self, kind: str, summary: str, data: bytes = b"") -> None:
         if self.observer is not None:
-            self.observer(EndpointEvent(kind, summary, data))
+            self.observer(EndpointEvent(EndpointEventKind(kind), summary, data))
 
     def attach_world(self, world: World, path: str | None = None, *, register: bool = True,
                      response_delay_ns: Callable[[DoeRequest, DoeOutcome], int] | None = None) -> None:
@@ -674,7 +688,7 @@ class Endpoint:
             world.call_later(delay(request, outcome), lambda: self.mailbox.complete(request.ticket, outcome))
 
         self.mailbox.scheduler = schedule
-        channel_of = {"ide-state": Channel.IDE, "ide-integrity": Channel.IDE}
+        channel_of = {EndpointEventKind.IDE_STATE: Channel.IDE, EndpointEventKind.IDE_INTEGRITY: Channel.IDE}
 
         def trace(event: EndpointEvent) -> None:
             world.trace.emit(path, path, channel_of.get(event.kind, Channel.LINK), event.data, event.summary)

@@ -32,8 +32,8 @@ class ConfigChange(enum.StrEnum):
     BME_CLEARED = "bme-cleared"
     BAR = "bar"
     IDE_REGISTERS = "ide-registers"
+    IDE_STREAM_INSECURE = "ide-stream-insecure"  # a Secure stream dropped to Insecure (integrity failure, disable)
     POWER_STATE = "power-state"  # a PM transition that loses function state (No_Soft_Reset = 0)
-    DEVICE_CONTROL = "device-control"
 
 
 @dataclass(frozen=True)

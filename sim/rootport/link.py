@@ -360,6 +360,16 @@ class Link:
                 self._set_state(LinkState.UP, "link up (DL_Active)")
         self.world.call_later(delay, done)
 
+    def endpoint_power_changed(self, powered: bool) -> None:
+        """The endpoint lost or regained main power (D3cold entry/exit). Entry is coordinated by
+        software (L2/L3 Ready), so it is not a Surprise Down error; the endpoint resets itself."""
+        if powered:
+            self._holds.discard("endpoint-power")
+            self.train()
+        else:
+            self._holds.add("endpoint-power")
+            self._go_down("endpoint power removed (D3cold)", None)
+
     def surprise_down(self) -> None:
         """The physical link is lost (not software's doing): a reset below and an error at the port."""
         self._go_down("surprise link down", LinkReset.LINK_DOWN)
@@ -410,3 +420,32 @@ def _summary(wire: bytes) -> str:
     except DecodeError as exc:
         return f"undecodable TLP ({exc.field} at byte {exc.offset})"
 
+
+
+class PluggableEndpoint(IdePortCrypto, Protocol):
+    """What :func:`plug_in` needs from an endpoint model (``sim.devices.endpoint.Endpoint`` fits)."""
+
+    on_power_change: Callable[[bool], None] | None
+
+    def receive_tlp(self, data: bytes) -> None: ...
+
+    def on_link_reset(self, reason: str) -> None: ...
+
+    def on_link_state(self, state: str) -> None: ...
+
+    def config_read(self, function: int, offset: int) -> int: ...
+
+    def config_write(self, function: int, offset: int, value: int, byte_enable: int = 0xF) -> None: ...
+
+    def attach_link(self, port: LinkPort, *, up: bool = True, link_applies_ide: bool = False) -> None: ...
+
+
+def plug_in(link: Link, path: str, endpoint: PluggableEndpoint) -> LinkPort:
+    """Wire an endpoint model to a link in one place: TLPs both ways (the link applies IDE with the
+    endpoint's keys), reset and link-state signals, config requests, and D3cold power changes."""
+    port = link.connect_endpoint(path, receive=endpoint.receive_tlp, reset=endpoint.on_link_reset,
+                                 state=endpoint.on_link_state, ide=endpoint, config_read=endpoint.config_read,
+                                 config_write=endpoint.config_write)
+    endpoint.on_power_change = link.endpoint_power_changed
+    endpoint.attach_link(port, up=link.state is LinkState.UP, link_applies_ide=True)
+    return port

@@ -9,10 +9,9 @@ import dataclasses
 from sim.crypto.secrets import SecretClass, SecretRecord
 from sim.devices.config_space import Command, find_ext_capability
 from sim.devices.endpoint import Endpoint
-from sim.engine.timing import ComponentClass
 from sim.engine.trace import MemorySink
 from sim.engine.world import World
-from sim.rootport.link import Link, LinkPort
+from sim.rootport.link import Link, LinkPort, plug_in
 from sim.rootport.root_port import RootPort
 from sim.wire.ide_km import Direction, KeySet, SubStream
 
@@ -43,10 +42,8 @@ def build(seed: int = 1, *, streams: int = 4, key_principals: set[str] | None = 
     rp.cfg_write(0x18, 0x00_01_01_00, by="host")  # primary 0, secondary 1, subordinate 1
     link = Link(world, rp)
     ep = Endpoint("dev0", bus=1)
-    world.register("rp0.dev0", ep, ComponentClass.DEVICE_MCU)
-    port = link.connect_endpoint("rp0.dev0", receive=ep.receive_tlp, reset=ep.on_link_reset, state=ep.on_link_state,
-                                 ide=ep, config_read=ep.config_read, config_write=ep.config_write)
-    ep.attach_link(port, link_applies_ide=True)
+    ep.attach_world(world, "rp0.dev0")
+    port = plug_in(link, "rp0.dev0", ep)
     link.cfg_write(0, 0x04, int(Command.MEMORY_SPACE | Command.BUS_MASTER), by="host")
     return Platform(world, rp, link, ep, port, sink)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
@@ -69,7 +70,8 @@ class HostSide:
         return Tlp(itlp.header, dec.update(itlp.ciphertext) + dec.finalize())
 
 
-def rd(ep: Endpoint, fn: int = 0):  # noqa: ANN201 - a DW reader for the walk helpers
+def rd(ep: Endpoint, fn: int = 0) -> Callable[[int], int]:
+    """A DW reader for the driver-style capability walks."""
     return lambda off: ep.config_read(fn, off)
 
 
@@ -223,7 +225,7 @@ def test_tampered_ide_tlp_makes_stream_insecure_and_tells_dsm() -> None:
     wire[20] ^= 0x01  # one ciphertext bit
     ep.receive_tlp(bytes(wire))
     assert ide_state(ep) == IdeStreamState.INSECURE
-    assert ("config_changed", (0, str(ConfigChange.IDE_REGISTERS))) in dsm.calls
+    assert dsm.named("config_changed") == [(0, str(ConfigChange.IDE_STREAM_INSECURE))]
     assert any(e.kind == "ide-integrity" for e in events)
     assert mmio_read(ep, host, BAR0).data == bytes(4)  # the tampered write never landed (sent in clear now)
 

@@ -183,3 +183,19 @@ def test_tlps_in_flight_are_lost_when_the_link_drops() -> None:
     p.world.run()
     assert p.rp.host_memory.read(0x100, 64) == bytes(64)
     assert any("lost in flight" in e.summary for e in p.sink.on(Channel.LINK))
+
+
+def test_d3cold_takes_the_link_down_without_dpc_and_power_up_retrains() -> None:
+    p = build()
+    key_stream(p, stream_id=5)
+    p.rp.cfg_write(0x100 + 0x8C + 6, 0x9, 2, by="kernel")  # DPC enabled: D3cold must still not trigger it
+    p.world.faults.inject("rp0.dev0", "d3cold-entry")
+    assert p.link.state is LinkState.DOWN
+    assert not p.rp.dpc.triggered
+    assert p.rp.stream_state(0) is IdeStreamState.INSECURE and not p.rp.stream_keys(0).slots
+    assert p.ep.ide.slot_count() == 0
+    p.world.faults.inject("rp0.link", "link-up")  # nothing trains while the endpoint has no power
+    assert p.link.state is LinkState.DOWN
+    p.world.faults.inject("rp0.dev0", "d3cold-exit")
+    p.world.run()
+    assert p.link.state is LinkState.UP and p.ep.link_up
