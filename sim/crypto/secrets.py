@@ -23,6 +23,7 @@ class SecretClass(enum.StrEnum):
     SPDM_SESSION_KEY = "spdm-session-key"           # AEAD keys and IVs of a session direction
     IDE_KEY = "ide-key"                             # an IDE sub-stream key (and its IFV)
     TDISP_NONCE = "tdisp-nonce"                     # START_INTERFACE nonce issued at LOCK
+    GUEST_CHANNEL_KEY = "guest-channel-key"         # per-guest AES-256-GCM key of the guest<->firmware channel
 
 
 @dataclasses.dataclass(frozen=True)

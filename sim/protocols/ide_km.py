@@ -21,12 +21,13 @@ from __future__ import annotations
 import dataclasses
 import enum
 from collections.abc import Callable, Generator, Iterable, Sequence
-from typing import Protocol
+from typing import Any, ClassVar, NoReturn, Protocol, TypeVar
 
 from sim.crypto.aead import IDE_KEY_SIZE
 from sim.crypto.secrets import SecretClass
 from sim.protocols.env import ProtocolEnv
 from sim.protocols.flow import Flow, Outbound
+from sim.protocols.spdm.outcome import Failure, FailureReason, Ok
 from sim.wire.codec import DecodeError
 from sim.wire.ide_km import (
     IFV_BYTES,
@@ -46,14 +47,17 @@ from sim.wire.ide_km import (
     SubStream,
     decode_ide_km,
 )
-from sim.wire.pcisig import ProtocolId
+from sim.wire.pcisig import PCISIG_VENDOR_ID, STANDARD_ID_PCISIG, ProtocolId
 from sim.wire.spdm.common import ErrorCode
+from sim.wire.tdisp import TdispErrorCode
 
 SUB_STREAMS: tuple[SubStream, ...] = (SubStream.PR, SubStream.NPR, SubStream.CPL)
 DIRECTIONS: tuple[Direction, ...] = (Direction.RX, Direction.TX)
 KEY_PROG_BYTES = 47  # §6.2
 SELECTOR_BYTES = 7  # KP_ACK, K_SET_GO, K_SET_STOP, K_GOSTOP_ACK
 INITIAL_IFV = (1).to_bytes(IFV_BYTES, "big")  # §6.3: spdm-emu and the "initial invocation field = 1" convention
+
+T = TypeVar("T")
 
 
 # --------------------------------------------------------------------------------------------
@@ -288,12 +292,13 @@ class IdeKmResponder:
             return IdeKmRejection(IdeKmRejectReason.NO_SESSION, "IDE_KM requires a secured SPDM session")
         if not message:
             return IdeKmRejection(IdeKmRejectReason.MALFORMED, "empty IDE_KM message")
-        handler = {
+        handlers: dict[int, Callable[[int | None, bytes], IdeKmResult]] = {
             IdeKmObjectId.QUERY: self._query,
             IdeKmObjectId.KEY_PROG: self._key_prog,
             IdeKmObjectId.K_SET_GO: self._go_stop,
             IdeKmObjectId.K_SET_STOP: self._go_stop,
-        }.get(IdeKmObjectId(message[0]) if message[0] in IdeKmObjectId._value2member_map_ else None)
+        }
+        handler = handlers.get(message[0])
         if handler is None:
             return IdeKmRejection(IdeKmRejectReason.UNSUPPORTED_OBJECT,
                                   f"object id 0x{message[0]:02x} is not an IDE_KM request")
@@ -406,73 +411,95 @@ def _kp_ack(stream_id: int, key_sub_stream: int, port_index: int, status: KpAckS
 # --------------------------------------------------------------------------------------------
 
 
-class PcisigFailureReason(enum.Enum):
+class PcisigFailureReason(enum.StrEnum):
     """Why an IDE_KM or TDISP exchange did not give the expected answer."""
 
     NO_RESPONSE = "no-response"  # nothing came back (timeout, dropped object, no answer outside a session)
-    SPDM_ERROR = "spdm-error"  # the SPDM layer refused (ERROR, session gone, decrypt failure)
+    SPDM_FAILURE = "spdm-failure"  # the SPDM layer failed (ERROR response, session gone, decrypt failure)
     MALFORMED_RESPONSE = "malformed-response"  # the response payload does not decode
     UNEXPECTED_RESPONSE = "unexpected-response"  # wrong object/message, or echoed fields differ
-    KP_ACK_STATUS = "kp-ack-status"  # KP_ACK with a status other than SUCCESS
+    KP_ACK_STATUS = "kp-ack-status"  # KP_ACK with a status other than SUCCESS (see ``kp_ack_status``)
     TDISP_ERROR = "tdisp-error"  # TDISP_ERROR (see ``tdisp_error``)
     BAD_REPORT = "bad-report"  # the reassembled interface report does not decode or is inconsistent
+    INVALID_STATE = "invalid-state"  # the flow was started out of order (e.g. START before LOCK)
 
 
 @dataclasses.dataclass(frozen=True)
 class PcisigFailure:
-    """A failed IDE_KM / TDISP exchange; ``exchange`` names the request (e.g. 'KEY_PROG TX NPR')."""
+    """A failed IDE_KM / TDISP exchange; ``exchange`` names the request (e.g. 'KEY_PROG stream=1 K0 TX NPR').
+
+    Shaped like :class:`sim.protocols.spdm.outcome.Failure` (``ok`` is False) so callers can branch
+    on ``result.ok`` for both; ``spdm`` keeps the SPDM layer's own failure when there was one.
+    """
 
     reason: PcisigFailureReason
     detail: str
     exchange: str
     kp_ack_status: KpAckStatus | None = None
-    tdisp_error: int | None = None
+    tdisp_error: TdispErrorCode | None = None
+    spdm: Failure | None = None
+    ok: ClassVar[bool] = False
+
+    def unwrap(self) -> NoReturn:
+        raise PcisigFlowFailed(self)
 
     def __str__(self) -> str:
-        return f"{self.exchange}: {self.reason.value}: {self.detail}"
+        extra = self.kp_ack_status.name if self.kp_ack_status is not None else (
+            self.tdisp_error.name if self.tdisp_error is not None else "")
+        return f"{self.exchange}: {self.reason.value}{f' [{extra}]' if extra else ''}: {self.detail}"
 
 
+class PcisigFlowFailed(RuntimeError):
+    """Raised by :meth:`PcisigFailure.unwrap`, for callers (tests, scripts) that prefer an exception."""
+
+    def __init__(self, failure: PcisigFailure) -> None:
+        self.failure = failure
+        super().__init__(str(failure))
+
+
+PcisigOutcome = Ok[T] | PcisigFailure
 VendorReply = bytes | PcisigFailure
 # Sends one PCI-SIG vendor payload (Protocol ID byte + message) and returns the response payload.
 VendorTransport = Callable[[bytes], Flow[VendorReply]]
 
 
-def spdm_vendor_transport(requester: object, session: object) -> VendorTransport:
-    """A :data:`VendorTransport` over an SPDM requester's secured session (PCI-SIG envelope, §6.1).
-
-    Uses ``requester.vendor_request(session, standard_id, vendor_id, payload)``; whatever that
-    flow returns is normalized by :func:`normalize_vendor_reply`.
-    """
-    from sim.wire.pcisig import PCISIG_VENDOR_ID, STANDARD_ID_PCISIG
+def spdm_vendor_transport(requester: SpdmVendorRequester, session: object) -> VendorTransport:
+    """A :data:`VendorTransport` over an SPDM requester's secured session (PCI-SIG envelope, §6.1)."""
 
     def send(payload: bytes) -> Flow[VendorReply]:
-        result = yield from requester.vendor_request(  # type: ignore[attr-defined]
-            session, STANDARD_ID_PCISIG, PCISIG_VENDOR_ID, payload)
+        result = yield from requester.vendor_request(session, STANDARD_ID_PCISIG, PCISIG_VENDOR_ID, payload)
         return normalize_vendor_reply(result, "VENDOR_DEFINED")
 
     return send
 
 
+class SpdmVendorRequester(Protocol):
+    """The part of ``sim.protocols.spdm.requester.SpdmRequester`` the PCI-SIG requesters use."""
+
+    def vendor_request(self, session: Any, standard_id: int, vendor_id: bytes,
+                       payload: bytes) -> Flow[Any]: ...
+
+
 def normalize_vendor_reply(result: object, exchange: str) -> VendorReply:
     """Turn what an SPDM requester's vendor flow returned into payload bytes or a :class:`PcisigFailure`.
 
-    Accepts raw bytes, None (no response), an ``Ok``-like object with ``.value`` and a
-    ``Failure``-like object with ``.reason`` / ``.detail``.
+    ``Ok(bytes)`` (or plain bytes) is the response payload; ``Ok(None)`` / None mean no response;
+    an SPDM :class:`Failure` is kept inside the PcisigFailure.
     """
+    if isinstance(result, Ok):
+        result = result.value
     if isinstance(result, bytes | bytearray):
         return bytes(result)
+    payload = getattr(result, "payload", None)  # a decoded VENDOR_DEFINED_RESPONSE
+    if isinstance(payload, bytes | bytearray):
+        return bytes(payload)
     if result is None:
         return PcisigFailure(PcisigFailureReason.NO_RESPONSE, "no response", exchange)
-    value = getattr(result, "value", None)
-    if isinstance(value, bytes | bytearray):
-        return bytes(value)
-    if value is None and hasattr(result, "value") and not hasattr(result, "reason"):
-        return PcisigFailure(PcisigFailureReason.NO_RESPONSE, "no response", exchange)
-    reason = getattr(result, "reason", None)
-    detail = getattr(result, "detail", "") or str(result)
-    name = str(getattr(reason, "name", reason or "")).upper()
-    kind = PcisigFailureReason.NO_RESPONSE if name == "NO_RESPONSE" else PcisigFailureReason.SPDM_ERROR
-    return PcisigFailure(kind, f"{name.lower() or 'failure'}: {detail}", exchange)
+    if isinstance(result, Failure):
+        kind = (PcisigFailureReason.NO_RESPONSE if result.reason is FailureReason.NO_RESPONSE
+                else PcisigFailureReason.SPDM_FAILURE)
+        return PcisigFailure(kind, str(result), exchange, spdm=result)
+    return PcisigFailure(PcisigFailureReason.MALFORMED_RESPONSE, f"unexpected vendor reply {result!r}", exchange)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -524,10 +551,14 @@ def _send_ide_km(transport: VendorTransport, msg: IdeKmMessage, exchange: str
         return PcisigFailure(PcisigFailureReason.MALFORMED_RESPONSE, str(exc), exchange)
 
 
+def _echo_of(msg: KpAck | KGoStopAck) -> tuple[int, KeySet, Direction, SubStream, int]:
+    return msg.stream_id, msg.key_set, msg.direction, msg.sub_stream, msg.port_index
+
+
 class IdeKmRequester:
     """IDE_KM requester flows (sans-IO generators over a :data:`VendorTransport`).
 
-    Every flow returns its result or a :class:`PcisigFailure`; none raises on peer behaviour.
+    Every flow returns ``Ok(result)`` or a :class:`PcisigFailure`; none raises on peer behaviour.
     Keys are reported to ``env.sink`` as :attr:`SecretClass.IDE_KEY` when generated.
     """
 
@@ -535,41 +566,46 @@ class IdeKmRequester:
         self.transport = transport
         self.env = env
 
-    def query(self, port_index: int = 0) -> Flow[QueryResp | PcisigFailure]:
+    @classmethod
+    def over_session(cls, requester: SpdmVendorRequester, session: object, env: ProtocolEnv) -> IdeKmRequester:
+        """IDE_KM through an SPDM requester's secured session."""
+        return cls(spdm_vendor_transport(requester, session), env)
+
+    def query(self, port_index: int = 0) -> Flow[PcisigOutcome[QueryResp]]:
         exchange = f"QUERY port={port_index}"
         rsp = yield from _send_ide_km(self.transport, Query(port_index), exchange)
         if isinstance(rsp, PcisigFailure):
             return rsp
         if not isinstance(rsp, QueryResp) or rsp.port_index != port_index:
             return PcisigFailure(PcisigFailureReason.UNEXPECTED_RESPONSE, rsp.summary(), exchange)
-        return rsp
+        return Ok(rsp)
 
     def new_key(self, stream_id: int, key_set: KeySet, direction: Direction, sub_stream: SubStream,
                 port_index: int = 0) -> ProgrammedKey:
-        """A fresh 256-bit key with the initial IFV (§6.3), reported as an IDE key."""
+        """A fresh 256-bit key from ``env.rng`` with the initial IFV (§6.3), reported as an IDE key."""
         key = self.env.rng.bytes(IDE_KEY_SIZE)
         label = f"ide stream {stream_id} {key_set.name} {direction.name} {sub_stream.name} port {port_index}"
         self.env.report(label, SecretClass.IDE_KEY, key)
         return ProgrammedKey(stream_id, key_set, direction, sub_stream, key, INITIAL_IFV, port_index)
 
-    def program_key(self, key: ProgrammedKey) -> Flow[ProgrammedKey | PcisigFailure]:
+    def program_key(self, key: ProgrammedKey) -> Flow[PcisigOutcome[ProgrammedKey]]:
+        """One KEY_PROG; the KP_ACK must echo the slot and report SUCCESS."""
         exchange = f"KEY_PROG stream={key.stream_id} {key.key_set.name} {key.direction.name} {key.sub_stream.name}"
         req = KeyProg(stream_id=key.stream_id, key_set=key.key_set, direction=key.direction,
                       sub_stream=key.sub_stream, key=key.key, ifv=key.ifv, port_index=key.port_index)
         rsp = yield from _send_ide_km(self.transport, req, exchange)
         if isinstance(rsp, PcisigFailure):
             return rsp
-        if not isinstance(rsp, KpAck) or (rsp.stream_id, rsp.key_set, rsp.direction, rsp.sub_stream,
-                                          rsp.port_index) != (key.stream_id, key.key_set, key.direction,
-                                                              key.sub_stream, key.port_index):
+        want = (key.stream_id, key.key_set, key.direction, key.sub_stream, key.port_index)
+        if not isinstance(rsp, KpAck) or _echo_of(rsp) != want:
             return PcisigFailure(PcisigFailureReason.UNEXPECTED_RESPONSE, rsp.summary(), exchange)
         if rsp.status is not KpAckStatus.SUCCESS:
-            return PcisigFailure(PcisigFailureReason.KP_ACK_STATUS, rsp.status.name, exchange,
+            return PcisigFailure(PcisigFailureReason.KP_ACK_STATUS, f"KP_ACK status {rsp.status.name}", exchange,
                                  kp_ack_status=rsp.status)
-        return key
+        return Ok(key)
 
     def program(self, stream_id: int, key_set: KeySet = KeySet.K0,
-                port_index: int = 0) -> Flow[StreamKeys | PcisigFailure]:
+                port_index: int = 0) -> Flow[PcisigOutcome[StreamKeys]]:
         """KEY_PROG all six {Rx,Tx}x{PR,NPR,CPL} keys of a key set with fresh keys; returns them."""
         done: list[ProgrammedKey] = []
         for direction in DIRECTIONS:
@@ -577,11 +613,11 @@ class IdeKmRequester:
                 result = yield from self.program_key(self.new_key(stream_id, key_set, direction, sub, port_index))
                 if isinstance(result, PcisigFailure):
                     return result
-                done.append(result)
-        return StreamKeys(stream_id, key_set, tuple(done))
+                done.append(result.value)
+        return Ok(StreamKeys(stream_id, key_set, tuple(done)))
 
     def _selector(self, cls: type[KSetGo] | type[KSetStop], stream_id: int, key_set: KeySet,
-                  directions: Sequence[Direction], port_index: int) -> Flow[None | PcisigFailure]:
+                  directions: Sequence[Direction], port_index: int) -> Flow[PcisigOutcome[None]]:
         for direction in directions:
             for sub in SUB_STREAMS:
                 exchange = f"{cls.NAME} stream={stream_id} {key_set.name} {direction.name} {sub.name}"
@@ -590,29 +626,40 @@ class IdeKmRequester:
                 rsp = yield from _send_ide_km(self.transport, req, exchange)
                 if isinstance(rsp, PcisigFailure):
                     return rsp
-                if not isinstance(rsp, KGoStopAck) or (rsp.stream_id, rsp.key_set, rsp.direction, rsp.sub_stream,
-                                                       rsp.port_index) != (stream_id, key_set, direction, sub,
-                                                                           port_index):
+                if not isinstance(rsp, KGoStopAck) or _echo_of(rsp) != (stream_id, key_set, direction, sub,
+                                                                        port_index):
                     return PcisigFailure(PcisigFailureReason.UNEXPECTED_RESPONSE, rsp.summary(), exchange)
-        return None
+        return Ok(None)
 
     def go(self, stream_id: int, key_set: KeySet = KeySet.K0, directions: Sequence[Direction] = DIRECTIONS,
-           port_index: int = 0) -> Flow[None | PcisigFailure]:
+           port_index: int = 0) -> Flow[PcisigOutcome[None]]:
         """K_SET_GO for the three sub-streams of each direction, in the order given (Rx before Tx, §4)."""
         return (yield from self._selector(KSetGo, stream_id, key_set, directions, port_index))
 
     def stop(self, stream_id: int, key_set: KeySet = KeySet.K0,
              directions: Sequence[Direction] = (Direction.TX, Direction.RX),
-             port_index: int = 0) -> Flow[None | PcisigFailure]:
+             port_index: int = 0) -> Flow[PcisigOutcome[None]]:
         """K_SET_STOP for the three sub-streams of each direction (Tx first, TRUST_MODELS.md §4)."""
         return (yield from self._selector(KSetStop, stream_id, key_set, directions, port_index))
 
     def setup(self, stream_id: int, key_set: KeySet = KeySet.K0,
-              port_index: int = 0) -> Flow[StreamKeys | PcisigFailure]:
-        """QUERY, program the six keys, GO Rx then Tx: the endpoint half of bringing a stream up."""
+              port_index: int = 0) -> Flow[PcisigOutcome[StreamKeys]]:
+        """QUERY, program the six keys, GO Rx then Tx: the endpoint half of bringing a stream up.
+
+        A caller that must interleave Root Port programming (§4 order) uses :meth:`program` and
+        :meth:`go` per direction instead.
+        """
         q = yield from self.query(port_index)
         if isinstance(q, PcisigFailure):
             return q
+        return (yield from self._program_and_go(stream_id, key_set, port_index))
+
+    def refresh(self, stream_id: int, current: KeySet,
+                port_index: int = 0) -> Flow[PcisigOutcome[StreamKeys]]:
+        """Key refresh: program the other key set with fresh keys, then GO Rx and GO Tx on it."""
+        return (yield from self._program_and_go(stream_id, KeySet(1 - current), port_index))
+
+    def _program_and_go(self, stream_id: int, key_set: KeySet, port_index: int) -> Flow[PcisigOutcome[StreamKeys]]:
         keys = yield from self.program(stream_id, key_set, port_index)
         if isinstance(keys, PcisigFailure):
             return keys
@@ -621,16 +668,3 @@ class IdeKmRequester:
             if isinstance(r, PcisigFailure):
                 return r
         return keys
-
-    def refresh(self, stream_id: int, current: KeySet, port_index: int = 0) -> Flow[StreamKeys | PcisigFailure]:
-        """Key refresh: program the other key set with fresh keys, then GO Rx and GO Tx on it."""
-        other = KeySet(1 - current)
-        keys = yield from self.program(stream_id, other, port_index)
-        if isinstance(keys, PcisigFailure):
-            return keys
-        for direction in DIRECTIONS:
-            r = yield from self.go(stream_id, other, (direction,), port_index)
-            if isinstance(r, PcisigFailure):
-                return r
-        return keys
-

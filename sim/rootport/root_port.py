@@ -38,7 +38,7 @@ from sim.devices.config_space import (
 from sim.engine.faults import FaultKind, FaultRequest
 from sim.engine.timing import ComponentClass
 from sim.engine.trace import Channel
-from sim.rootport.dpc import DpcCapability, DpcTriggerReason, DpcTriggerReasonExt, ErrorSeverity
+from sim.rootport.dpc import DpcCapability, DpcStatus, DpcTriggerReason, DpcTriggerReasonExt, ErrorSeverity
 from sim.rootport.ide_regs import KeyProgrammingPort, StreamKeySlots, root_port_ide_capability
 from sim.rootport.link import Link, LinkReset, LinkState, Side
 from sim.wire.codec import DecodeError
@@ -123,6 +123,8 @@ class RootPort:
         self.stream_listeners: list[Callable[[int, IdeStreamState], None]] = []
         self.integrity_listeners: list[Callable[[int], None]] = []
         self.completion_listeners: list[Callable[[Tlp], None]] = []
+        # the DPC interrupt (MSI): called on containment when DPC Interrupt Enable is set
+        self.dpc_listeners: list[Callable[[DpcTriggerReason, DpcTriggerReasonExt | None], None]] = []
         self.pcie.set_link(up=False)
         world.faults.offer(path, FaultKind.DPC_TRIGGER, self._fault)
         world.faults.offer(path, FaultKind.HOT_RESET, self._fault)
@@ -375,6 +377,9 @@ class RootPort:
             self.link.hold_down("dpc", LinkReset.DPC)
         else:
             self.link_state_changed(LinkState.DOWN)
+        if self.dpc.status & DpcStatus.INTERRUPT:
+            for listener in list(self.dpc_listeners):
+                listener(reason, ext)
 
     def _released(self) -> None:
         self.world.trace.emit(self.path, self.path, Channel.LINK, b"", "DPC released by software")

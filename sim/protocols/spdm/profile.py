@@ -196,6 +196,8 @@ class ResponderProfile:
         unimplemented = caps & ~IMPLEMENTED_CAPABILITIES
         if unimplemented:
             raise ValueError(f"profile {self.name}: capabilities {unimplemented!r} are not implemented")
+        if caps & CapabilityFlags.MEAS_CAP_SIG and caps & CapabilityFlags.MEAS_CAP_NO_SIG:
+            raise ValueError(f"profile {self.name}: MEAS_CAP 11b is reserved (set one of the two bits)")
         object.__setattr__(self, "capabilities", caps)
         if not all(0 <= s < 8 for s in self.slots) or len(set(self.slots)) != len(self.slots):
             raise ValueError(f"profile {self.name}: slots must be distinct numbers 0-7")

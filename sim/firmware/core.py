@@ -1,0 +1,111 @@
+"""One platform-firmware core: commands run one at a time, and the queue in front of it is measured.
+
+A PSP-like security processor serves its mailbox with a single core; TDX Connect serializes its
+SEAMCALLs with one lock (``tdx_ext_lock``, TRUST_MODELS.md §2, §6 metric 6: "serialization depth").
+A command that needs the device holds the core across every DOE round trip of its SPDM_REQUEST
+loop, which is exactly what makes a fleet of connects slow under the fat model. The core keeps a
+time series of the queue depth (commands waiting plus the one in service) and, per command, when
+it was queued, started and finished, so reports read waiting time instead of guessing it.
+
+Every command that enters or leaves is traced on Channel.FIRMWARE with its real frame bytes
+(:mod:`sim.firmware.commands`); entering costs ``Op.FW_COMMAND_DISPATCH`` on the caller's class (the
+doorbell and world switch) and again on the firmware core (validation and scheduling).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import simpy
+
+from sim.engine.runner import SimGen
+from sim.engine.timing import Op
+from sim.engine.trace import Channel
+from sim.engine.world import World
+from sim.firmware.commands import summarize
+
+FIRMWARE_PATH = "firmware"
+
+
+@dataclasses.dataclass
+class CommandRecord:
+    """One command's passage through the core (times in ns)."""
+
+    command: str
+    caller: str
+    queued_ns: int
+    started_ns: int = -1
+    finished_ns: int = -1
+    status: str = ""
+
+    @property
+    def wait_ns(self) -> int:
+        return self.started_ns - self.queued_ns if self.started_ns >= 0 else -1
+
+    @property
+    def service_ns(self) -> int:
+        return self.finished_ns - self.started_ns if self.finished_ns >= 0 else -1
+
+
+class FirmwareCore:
+    """The single core and its queue statistics (``depth_samples``: (time ns, depth) on every change)."""
+
+    def __init__(self, world: World, path: str = FIRMWARE_PATH, *, channel: Channel = Channel.FIRMWARE) -> None:
+        self.world = world
+        self.path = path
+        self.channel = channel
+        self.resource = simpy.Resource(world.env, capacity=1)
+        self.depth_samples: list[tuple[int, int]] = [(world.now, 0)]
+        self.records: list[CommandRecord] = []
+        self._depth = 0
+
+    # -- statistics -----------------------------------------------------------------------------------
+
+    @property
+    def depth(self) -> int:
+        return self._depth
+
+    @property
+    def max_depth(self) -> int:
+        return max(d for _, d in self.depth_samples)
+
+    def _set_depth(self, delta: int) -> None:
+        self._depth += delta
+        self.depth_samples.append((self.world.now, self._depth))
+
+    # -- running commands ---------------------------------------------------------------------------
+
+    def run(self, command: str, caller: str, body: Callable[[CommandRecord], SimGen[Any]]) -> SimGen[Any]:
+        """Queue for the core, run ``body(record)`` (a SimPy generator) holding it, return its result."""
+        record = CommandRecord(command, caller, self.world.now)
+        self.records.append(record)
+        self._set_depth(+1)
+        try:
+            with self.resource.request() as slot:
+                yield slot
+                record.started_ns = self.world.now
+                yield self.world.delay(self.path, Op.FW_COMMAND_DISPATCH)
+                result = yield from body(record)
+        finally:
+            record.finished_ns = self.world.now
+            self._set_depth(-1)
+        return result
+
+    # -- tracing helpers ----------------------------------------------------------------------------
+
+    def trace_in(self, caller: str, frame: bytes, *, secured_plaintext: bytes | None = None) -> None:
+        self.world.trace.emit(caller, self.path, self.channel, frame, summarize(frame),
+                              secured_plaintext=secured_plaintext)
+
+    def trace_out(self, caller: str, frame: bytes, *, secured_plaintext: bytes | None = None) -> None:
+        self.world.trace.emit(self.path, caller, self.channel, frame, summarize(frame),
+                              secured_plaintext=secured_plaintext)
+
+    def caller_dispatch(self, caller: str) -> simpy.Timeout:
+        """The caller's cost of issuing one command (or re-issuing one after an SPDM_REQUEST)."""
+        try:
+            return self.world.delay(caller, Op.FW_COMMAND_DISPATCH)
+        except KeyError:  # a caller that is not a registered component (a unit test): host-cpu cost
+            return self.world.timeout(self.world.timing.cost("host-cpu", Op.FW_COMMAND_DISPATCH))
