@@ -36,7 +36,8 @@ def build_device(args: argparse.Namespace) -> SocketDevice:
     if (args.cert_chain is None) != (args.key is None):
         raise UserError("--cert-chain and --key go together")
     try:
-        return build_socket_device(profile=args.profile, seed=args.seed, cert_chain=args.cert_chain, key=args.key)
+        return build_socket_device(profile=args.profile, seed=args.seed, cert_chain=args.cert_chain, key=args.key,
+                                   heartbeat_period=args.heartbeat_period)
     except (ValueError, CryptoError) as exc:
         raise UserError(str(exc)) from None
 
@@ -100,6 +101,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--key", metavar="FILE", help="the leaf certificate's private key (PEM or DER)")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED,
                    help=f"seed of the device's identity and randomness (default {DEFAULT_SEED})")
+    p.add_argument("--heartbeat-period", type=int, metavar="SECONDS",
+                   help="HeartbeatPeriod offered in KEY_EXCHANGE_RSP (default: the profile's, 0 = none); "
+                        "advertised only, never enforced: the socket device has no clock")
     p.add_argument("--once", action="store_true", help="serve one client, then exit")
     p.add_argument("--max-connections", type=int, metavar="N", help="exit after N clients")
     p.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS",

@@ -437,7 +437,7 @@ def load_certificates(source: bytes | str | Path) -> list[x509.Certificate]:
         if data.lstrip().startswith(b"-----BEGIN"):
             return x509.load_pem_x509_certificates(data)
         return [x509.load_der_x509_certificate(der) for der in split_der_certificates(data)]
-    except ValueError as exc:
+    except (ValueError, x509.InvalidVersion) as exc:  # InvalidVersion is no ValueError
         if isinstance(exc, CertificateFormatError):
             raise
         raise CertificateFormatError(f"unparseable certificate data: {exc}") from None
@@ -573,7 +573,7 @@ def verify_chain(
         chain = [c if isinstance(c, x509.Certificate) else x509.load_der_x509_certificate(bytes(c)) for c in ders]
         roots = [r if isinstance(r, x509.Certificate) else x509.load_der_x509_certificate(bytes(r))
                  for r in trusted_roots]
-    except ValueError as exc:
+    except (ValueError, x509.InvalidVersion) as exc:  # InvalidVersion is no ValueError
         return _fail(ChainStatus.MALFORMED, str(exc))
     if not chain:
         return _fail(ChainStatus.EMPTY, "no certificates")

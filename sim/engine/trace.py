@@ -164,18 +164,19 @@ _GLOBAL = struct.Struct("<IHHiIII")
 _RECORD = struct.Struct("<IIII")
 
 
-def pcap_global_header(linktype: int = LINKTYPE_PCI_DOE, *, nanosecond: bool = True) -> bytes:
+def pcap_global_header(linktype: int = LINKTYPE_PCI_DOE, *, nanosecond: bool = True,
+                       snaplen: int = PCAP_SNAPLEN) -> bytes:
     magic = PCAP_MAGIC_NSEC if nanosecond else PCAP_MAGIC_USEC
-    return _GLOBAL.pack(magic, PCAP_VERSION[0], PCAP_VERSION[1], 0, 0, PCAP_SNAPLEN, linktype)
+    return _GLOBAL.pack(magic, PCAP_VERSION[0], PCAP_VERSION[1], 0, 0, snaplen, linktype)
 
 
-def pcap_record(time_ns: int, data: bytes, *, nanosecond: bool = True) -> bytes:
+def pcap_record(time_ns: int, data: bytes, *, nanosecond: bool = True, snaplen: int = PCAP_SNAPLEN) -> bytes:
     sec, frac = divmod(time_ns, 1_000_000_000)
     if not nanosecond:
         frac //= 1000
     if sec >= 1 << 32:
         raise ValueError(f"simulated time {time_ns} ns does not fit a pcap timestamp")
-    incl = data[:PCAP_SNAPLEN]
+    incl = data[:snaplen]
     return _RECORD.pack(sec, frac, len(incl), len(data)) + incl
 
 

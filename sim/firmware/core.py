@@ -15,16 +15,21 @@ doorbell and world switch) and again on the firmware core (validation and schedu
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import simpy
 
+from sim.crypto.aead import aead_decrypt, record_iv
+from sim.crypto.errors import CryptoError
 from sim.engine.runner import SimGen
 from sim.engine.timing import Op
 from sim.engine.trace import Channel
 from sim.engine.world import World
 from sim.firmware.commands import summarize
+from sim.protocols.spdm.session import SecureSession, SessionError, record_session_id
+from sim.wire.codec import DecodeError
+from sim.wire.secured import MacOnlyRecord, SecuredPlaintext, SecuredRecord
 
 FIRMWARE_PATH = "firmware"
 
@@ -109,3 +114,39 @@ class FirmwareCore:
             return self.world.delay(caller, Op.FW_COMMAND_DISPATCH)
         except KeyError:  # a caller that is not a registered component (a unit test): host-cpu cost
             return self.world.timeout(self.world.timing.cost("host-cpu", Op.FW_COMMAND_DISPATCH))
+
+
+# ------------------------------------------------------------------------------------------------
+# What a secured record carries: simulator bookkeeping for the exposure tracker
+# ------------------------------------------------------------------------------------------------
+
+
+def peek_secured_record(sessions: Mapping[int, object], record: bytes, *, outgoing: bool) -> bytes | None:
+    """The SPDM message inside a secured record of one of the requester's ``sessions``, or None.
+
+    A carrier of a secured record (host, VMM) must be traced with ``secured_plaintext`` so that the
+    secrets inside count as SAW_CIPHERTEXT_ONLY for it (DESIGN.md "Measured, not asserted"). The
+    requester that sealed (``outgoing``) or will open (not ``outgoing``) the record knows its
+    content; this helper recovers it from the session's current keys and sequence numbers
+    *without* changing the session (no counter advances, nothing is metered: it is bookkeeping,
+    not work the requester does). ``sessions`` maps SessionID to a SessionHandle or SecureSession
+    (``SpdmRequester.sessions``). Anything that is not such a record gives None.
+    """
+    try:
+        handle = sessions.get(record_session_id(record))
+        secure = getattr(handle, "secure", handle)
+        if not isinstance(secure, SecureSession):
+            return None
+        direction = secure.role.send_direction if outgoing else secure.role.receive_direction
+        seq = secure.sequence_number(direction) - (1 if outgoing else 0)
+        if seq < 0:
+            return None
+        keys = secure.keys.keys(direction, secure.phase)
+        if not secure.encrypt:
+            return MacOnlyRecord.decode(record, secure.framing).app_data
+        parsed = SecuredRecord.decode(record, secure.framing)
+        plain = aead_decrypt(secure.aead, keys.key, record_iv(keys.salt, seq, secure.sequence_order),
+                             parsed.ciphertext, parsed.mac, parsed.aad())
+        return SecuredPlaintext.decode(plain).app_data
+    except (DecodeError, CryptoError, SessionError, ValueError):
+        return None

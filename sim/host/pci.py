@@ -269,6 +269,20 @@ class ConfigAccess:
                 break
         return found
 
+    def ide_selective_blocks(self, read: _Reader, ide: int) -> SimGen:
+        """(config offset, address-association count) of every selective stream block, from the
+        registers (PROTOCOLS.md §7.1: link blocks of 8 bytes first, then 20 + 12 * nAssoc bytes each)."""
+        cap = yield from read(ide + 4)
+        if cap == ALL_ONES or not cap & IDE_CAP_SELECTIVE:
+            return []
+        pos = ide + 0x0C + (8 * (((cap >> 13) & 0x7) + 1) if cap & IDE_CAP_LINK else 0)
+        blocks: list[tuple[int, int]] = []
+        for _ in range(((cap >> 16) & 0xFF) + 1):
+            n_assoc = (yield from read(pos)) & 0xF
+            blocks.append((pos, n_assoc))
+            pos += 20 + 12 * n_assoc
+        return blocks
+
     def ide_stream_count(self, read: _Reader, ide: int | None) -> SimGen:
         """Selective IDE stream register blocks of an IDE capability (0 without Selective IDE)."""
         if ide is None:

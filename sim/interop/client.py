@@ -14,11 +14,10 @@ because a late answer would pair with the wrong request.
 from __future__ import annotations
 
 import socket
-import time
 from collections.abc import Callable
 from typing import BinaryIO
 
-from sim.engine.trace import LINKTYPE_PCI_DOE, pcap_global_header, pcap_record
+from sim.interop.capture import DoeCapture
 from sim.interop.emu_socket import (
     DEFAULT_PORT,
     MAX_PAYLOAD_BYTES,
@@ -79,14 +78,11 @@ class EmuClient:
         self.timeout = timeout
         self.max_payload = max_payload
         self.log: Log = log or (lambda line: None)
-        self.pcap = pcap
+        self.capture = DoeCapture(pcap) if pcap is not None else None
         self.sock: socket.socket | None = None
         self.broken = False
         self.last_problem = ""
         self.exchanges = 0
-        if pcap is not None:
-            pcap.write(pcap_global_header(LINKTYPE_PCI_DOE))
-            pcap.flush()
 
     # --- connection ---
     def connect(self) -> None:
@@ -201,9 +197,8 @@ class EmuClient:
         return obj.payload
 
     def _capture(self, data: bytes) -> None:
-        if self.pcap is not None:
-            self.pcap.write(pcap_record(time.time_ns(), data))
-            self.pcap.flush()
+        if self.capture is not None:
+            self.capture.record(data)
 
 
 def doe_discovery() -> Flow[list[tuple[int, int]] | None]:

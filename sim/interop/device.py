@@ -81,13 +81,19 @@ def _enumerate(endpoint: Endpoint) -> None:
 
 def build_socket_device(*, profile: str = DEFAULT_PROFILE, seed: int | str | bytes = DEFAULT_SEED,
                         cert_chain: str | Path | None = None, key: str | Path | None = None,
-                        firmware_version: str = "1.0.0") -> SocketDevice:
+                        firmware_version: str = "1.0.0", heartbeat_period: int | None = None) -> SocketDevice:
     """The device for ``serve-device``: a named profile, and either the seed's identity or one from files.
 
     ``cert_chain`` is a DER chain root-first (libspdm's ``bundle_responder.certchain.der``) or PEM;
-    ``key`` the leaf's private key. Raises ValueError / CryptoError with a message naming the problem.
+    ``key`` the leaf's private key. ``heartbeat_period`` (seconds) overrides the profile's HeartbeatPeriod;
+    the socket device has no clock (the mailbox hands the firmware none), so it never expires a session
+    for a missing heartbeat. Raises ValueError / CryptoError with a message naming the problem.
     """
     prof = make_profile(profile, DEVICE_NAME, firmware_version)
+    if heartbeat_period is not None:
+        if not 0 <= heartbeat_period <= 0xFF:
+            raise ValueError("the heartbeat period is one byte: 0-255 seconds")
+        prof = prof.replace(heartbeat_period=heartbeat_period)
     if (cert_chain is None) != (key is None):
         raise ValueError("--cert-chain and --key go together")
     env = ProtocolEnv(DeterministicRandom(seed, DEVICE_NAME), DEVICE_NAME)

@@ -10,6 +10,10 @@ Two choices here are deliberate:
 * A frame goes out in ONE ``sendall`` of header + payload on a socket with TCP_NODELAY. The
   reference writes a frame in four small writes without TCP_NODELAY, and Nagle plus delayed ACK
   then cost about 44 ms per message (INTEROP.md "Socket framing").
+* Before every ``recv`` on a TCP socket, TCP_QUICKACK is re-armed (Linux clears it after each
+  ACK): the reference tools write a frame as several small ``send`` calls without TCP_NODELAY, so
+  their second write waits for our ACK of the first, and a delayed ACK makes that ~44 ms per
+  message (measured in /work/notes/interop.md §6.5; with QUICKACK, 0.1 ms).
 * A header announcing more than ``max_payload`` bytes (default: the largest DOE object, 1 MiB) is
   refused with a :class:`~sim.wire.codec.DecodeError` before anything is allocated, so a garbage
   header cannot make us reserve gigabytes.
@@ -154,12 +158,25 @@ def configure(sock: socket.socket, timeout: float | None) -> None:
     sock.settimeout(timeout)
 
 
+_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)  # Linux only
+
+
+def _quickack(sock: socket.socket) -> None:
+    """ACK at once instead of delaying: re-armed before each read, as Linux resets it."""
+    if _QUICKACK is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
+        except OSError:
+            pass
+
+
 def recv_exact(sock: socket.socket, n: int, *, what: str = "data", at_boundary: bool = False) -> bytes:
     """Exactly ``n`` bytes; PeerClosed on EOF (``clean`` if EOF came before the first byte at a boundary)."""
     buf = bytearray(n)
     view = memoryview(buf)
     got = 0
     while got < n:
+        _quickack(sock)
         k = sock.recv_into(view[got:], n - got)
         if k == 0:
             clean = at_boundary and got == 0

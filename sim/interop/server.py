@@ -27,12 +27,11 @@ import dataclasses
 import enum
 import socket
 import threading
-import time
 import traceback
 from collections.abc import Callable
 from typing import BinaryIO
 
-from sim.engine.trace import LINKTYPE_PCI_DOE, pcap_global_header, pcap_record
+from sim.interop.capture import DoeCapture
 from sim.interop.doe_driver import DoeTarget, MailboxResultKind
 from sim.interop.emu_socket import (
     CLIENT_HELLO,
@@ -157,16 +156,13 @@ class EmuServer:
         self.client_timeout = client_timeout
         self.max_payload = max_payload
         self.log: Log = log or (lambda line: None)
-        self.pcap = pcap
+        self.capture = DoeCapture(pcap) if pcap is not None else None
         self.describer = ObjectDescriber()
         self.result = ServeResult()
         self._listener: socket.socket | None = None
         self._client: socket.socket | None = None
         self._stop = threading.Event()
         self._lock = threading.Lock()
-        if pcap is not None:
-            pcap.write(pcap_global_header(LINKTYPE_PCI_DOE))
-            pcap.flush()
 
     # --- lifecycle ---
     def bind(self) -> tuple[str, int]:
@@ -330,10 +326,8 @@ class EmuServer:
         return result.response
 
     def _capture(self, data: bytes) -> None:
-        if self.pcap is None:
-            return
-        self.pcap.write(pcap_record(time.time_ns(), data))
-        self.pcap.flush()
+        if self.capture is not None:
+            self.capture.record(data)
 
 
 def serve_device(host: str, port: int, device_factory: Callable[[], DoeTarget], *,

@@ -45,7 +45,7 @@ from sim.protocols.ide_km import (
     StaticIdePorts,
 )
 from sim.protocols.spdm.profile import ResponderProfile, make_profile
-from sim.protocols.spdm.responder import ResponderEvent, SessionEnded, SpdmResponder
+from sim.protocols.spdm.responder import ResponderEvent, SessionEnded, SpdmResponder, VendorRequestError
 from sim.protocols.tdisp import (
     DEFAULT_MAX_PORTION,
     PAGE_SHIFT,
@@ -55,11 +55,9 @@ from sim.protocols.tdisp import (
     TdispResponder,
     TdiTransition,
 )
-from sim.wire.codec import DecodeError
 from sim.wire.doe import DoeObjectType
 from sim.wire.pcisig import PCISIG_VENDOR_ID, STANDARD_ID_PCISIG, ProtocolId
-from sim.wire.spdm.common import ErrorCode, ResponseCode
-from sim.wire.spdm.error import ErrorResponse
+from sim.wire.spdm.common import ErrorCode
 from sim.wire.tdisp import InterfaceId, LockInterfaceRequest, MmioRange, TdispErrorCode, TdiState
 
 IDE_REGISTERS_CHANGED = "ide-registers"  # sim.devices.security_manager.ConfigChange.IDE_REGISTERS
@@ -172,16 +170,8 @@ def selective_streams(register_dws: Sequence[int]) -> list[SelectiveStreamRegs]:
 # --------------------------------------------------------------------------------------------
 
 
-class VendorRequestRefused(ValueError):
-    """Raised from the PCI-SIG vendor handler to make the SPDM responder answer with an SPDM ERROR.
-
-    The responder turns a handler's ValueError into ERROR InvalidRequest; ``error_code`` says which
-    code the DSM actually wants (the DSM substitutes it for SessionRequired, see ``handle_doe``).
-    """
-
-    def __init__(self, error_code: ErrorCode, detail: str) -> None:
-        super().__init__(detail)
-        self.error_code = error_code
+class VendorRequestRefused(VendorRequestError):
+    """Raised from the PCI-SIG vendor handler: the SPDM responder answers with ``error_code``."""
 
 
 class _DsmTdispHooks:
@@ -205,17 +195,27 @@ class _DsmTdispHooks:
             if len(matching) != 1 or sum(b.is_default for b in blocks) > 1:
                 return TdispErrorCode.INVALID_DEVICE_CONFIGURATION
             self.locked_streams[tdi.key] = matching[0]
-        bars = sorted((b.address, b.address + b.size) for b in _memory_bars(hw.tdi_config(tdi.function)))
+        config = _function_config(hw, tdi.function)
+        if config is None:
+            return TdispErrorCode.INVALID_DEVICE_CONFIGURATION  # the TDI's function is not there
+        bars = sorted((b.address, b.address + b.size) for b in _memory_bars(config))
         if any(a_end > b_start for (_, a_end), (b_start, _) in zip(bars, bars[1:], strict=False)):
             return TdispErrorCode.INVALID_DEVICE_CONFIGURATION
         return None
 
     def mmio_ranges(self, tdi: TdiDefinition) -> tuple[MmioRange, ...]:
         hw = self.dsm.hardware
-        if tdi.mmio_ranges or hw is None:
+        config = None if tdi.mmio_ranges or hw is None else _function_config(hw, tdi.function)
+        if config is None:
             return tdi.mmio_ranges
         return tuple(MmioRange(b.address >> PAGE_SHIFT, max(1, b.size >> PAGE_SHIFT), range_id=b.index)
-                     for b in sorted(_memory_bars(hw.tdi_config(tdi.function)), key=lambda b: b.index))
+                     for b in sorted(_memory_bars(config), key=lambda b: b.index))
+
+
+def _function_config(hw: DsmHardwareView, function: int) -> FunctionConfig | None:
+    if function not in hw.functions():
+        return None
+    return hw.tdi_config(function)
 
 
 def _memory_bars(config: FunctionConfig) -> list[BarInfo]:
@@ -241,7 +241,6 @@ class DeviceSecurityManager:
         self.tdisp = TdispResponder(tdis, _child(env, "tdisp"), self.hooks, caps=caps or TdispDeviceCaps(), max_portion=max_portion)
         self.events: list[DsmEvent] = []
         self._listeners: list[Callable[[DsmEvent], None]] = []
-        self._refused: ErrorCode | None = None
         responder.register_vendor_handler(STANDARD_ID_PCISIG, PCISIG_VENDOR_ID, self._on_pcisig)
         responder.add_listener(self._on_spdm_event)
         self.ide_km.add_listener(self._record)
@@ -283,12 +282,7 @@ class DeviceSecurityManager:
     def handle_doe(self, data_object_type: int, payload: bytes, now: float | None = None) -> bytes | None:
         """One DOE request object's payload in (pad bytes allowed), the response payload out (None = none)."""
         if data_object_type == DoeObjectType.SPDM:
-            self._refused = None
-            response = self.spdm.handle(payload, now)
-            refused, self._refused = self._refused, None
-            if refused is not None and response is not None:
-                response = _substitute_error(response, refused)
-            return response
+            return self.spdm.handle(payload, now)
         if data_object_type == DoeObjectType.SECURED_SPDM:
             return self.spdm.handle_secured(payload, now)
         return None
@@ -345,10 +339,7 @@ class DeviceSecurityManager:
         if protocol == ProtocolId.IDE_KM:
             result = self.ide_km.handle(session_id, body)
             if isinstance(result, IdeKmRejection):
-                code = result.spdm_error(version)
-                if code is not ErrorCode.INVALID_REQUEST:
-                    self._refused = code
-                raise VendorRequestRefused(code, result.detail)
+                raise VendorRequestRefused(result.spdm_error(version), result.detail)
             return bytes([ProtocolId.IDE_KM]) + result
         if protocol == ProtocolId.TDISP:
             if session_id is None or version < TDISP_MIN_SPDM_VERSION:
@@ -367,14 +358,3 @@ class DeviceSecurityManager:
 def _child(env: ProtocolEnv, name: str) -> ProtocolEnv:
     """The same owner, sink and meter, with an independent random stream per sub-protocol."""
     return ProtocolEnv(env.rng.child(name), env.owner, env.sink, env.meter)
-
-
-def _substitute_error(response: bytes, code: ErrorCode) -> bytes:
-    """Replace the responder's ERROR InvalidRequest (from a refused vendor handler) by ``code``."""
-    try:
-        msg = ErrorResponse.decode(response, allow_trailing=True)
-    except DecodeError:
-        return response
-    if len(response) < 2 or response[1] != ResponseCode.ERROR or msg.error_code is not ErrorCode.INVALID_REQUEST:
-        return response
-    return ErrorResponse(msg.version, code).encode()

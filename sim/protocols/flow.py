@@ -20,10 +20,16 @@ T = TypeVar("T")
 
 @dataclasses.dataclass(frozen=True)
 class Outbound:
-    """One transport message to send: a DOE data object type and its payload (unpadded)."""
+    """One transport message to send: a DOE data object type and its payload (unpadded).
+
+    For a secured record, ``plaintext`` is the SPDM message inside it. It never goes on a wire;
+    the simulation's relays hand it to the exposure tracker so that every secret inside counts as
+    seen in ciphertext only by whoever carries the record.
+    """
 
     object_type: DoeObjectType
     payload: bytes
+    plaintext: bytes | None = dataclasses.field(default=None, repr=False, compare=False)
 
 
 Flow = Generator[Outbound, bytes | None, T]

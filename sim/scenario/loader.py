@@ -70,7 +70,6 @@ class ScenarioFileError(ScenarioError):
 class _Where:
     key: yaml.Mark | None  # the key's position, for mapping entries
     value: yaml.Mark  # where the value starts
-    collection: bool  # the value is a mapping or sequence (then the key's line reads better)
 
 
 class _Builder:
@@ -89,8 +88,7 @@ class _Builder:
         self.problems.append(Problem(self.filename, line, column, format_loc(_display(path)), message))
 
     def build(self, node: yaml.Node, path: Path_, key_mark: yaml.Mark | None = None) -> Any:
-        collection = isinstance(node, yaml.MappingNode | yaml.SequenceNode)
-        self.where.setdefault(path, _Where(key_mark, node.start_mark, collection))
+        self.where.setdefault(path, _Where(key_mark, node.start_mark))
         self._nodes += 1
         if self._nodes > MAX_NODES:
             raise _TooBig(node.start_mark, f"the document expands to more than {MAX_NODES} values (alias bomb?)")
@@ -396,7 +394,9 @@ def _problem(filename: str, where: Mapping[Path_, _Where], path: Path_, message:
         spot = where.get(probe)
     mark = None
     if spot is not None:
-        mark = spot.key if (on_key or spot.collection) and spot.key is not None else spot.value
+        # A value that starts on a later line than its key (a block list or mapping) reads better at the key.
+        later = spot.key is not None and spot.value.line != spot.key.line
+        mark = spot.key if (on_key or later) and spot.key is not None else spot.value
     line, column = (mark.line + 1, mark.column + 1) if mark is not None else (None, None)
     return Problem(filename, line, column, format_loc(_display(display if display is not None else path)), message)
 

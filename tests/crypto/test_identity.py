@@ -260,3 +260,18 @@ def test_openssl_cli_agrees(tmp_path: Path, dev0: Identity) -> None:
 
     assert openssl_verify("leaf.pem") == 0
     assert openssl_verify("forged.pem") != 0
+
+
+def test_certificate_with_an_invalid_version_field_is_malformed_not_an_exception() -> None:
+    """x509.InvalidVersion is not a ValueError: a tampered version byte must still be a typed result."""
+    from sim.crypto.algorithms import BaseAsymAlgo, BaseHashAlgo
+    from sim.crypto.identity import ChainStatus, build_identity, verify_chain
+
+    ident = build_identity(5, "version-tamper", BaseAsymAlgo.ECDSA_P256, BaseHashAlgo.SHA_256)
+    ders = ident.certificates_der
+    leaf = bytearray(ders[-1])
+    marker = leaf.find(bytes.fromhex("a003020102"))  # [0] EXPLICIT INTEGER 2 = v3
+    assert marker > 0
+    leaf[marker + 4] = 7  # no such X.509 version
+    result = verify_chain([*ders[:-1], bytes(leaf)], [ders[0]], at=dt.datetime(2025, 1, 1, tzinfo=dt.UTC))
+    assert result.status is ChainStatus.MALFORMED

@@ -445,3 +445,72 @@ def test_listeners_see_every_layer(identity: Identity) -> None:
     assert SessionEnded not in kinds
     assert any(getattr(e, "kind", None) == "programmed" for e in seen)
     assert any(type(e).__name__ == "SessionEstablished" for e in seen)
+
+
+# ------------------------------------------------------------------ with the real endpoint model
+
+
+def test_with_the_endpoint_model_through_its_doe_mailbox(identity: Identity) -> None:
+    from sim.devices.doe_mailbox import DoeOutcomeKind, DoeRequest
+    from sim.devices.endpoint import Endpoint, FunctionSpec
+    from sim.devices.security_manager import SecurityManager
+    from sim.wire.doe import DoeObject
+
+    dsm = DeviceSecurityManager.build("default-p384", identity, ProtocolEnv.for_test("ep.dsm", 9))
+    ep = Endpoint("dev0", functions=(FunctionSpec(), FunctionSpec()), dsm=dsm, bus=1)
+    assert isinstance(dsm, SecurityManager)
+    assert set(dsm.tdisp.tdis) == {(0x0100, None), (0x0101, None)}
+    rig = Rig(identity)
+    rig.dsm, rig.slots = dsm, InMemoryIdeKeySlots()
+    tickets = iter(range(1, 10_000))
+
+    def via_mailbox(out: Outbound) -> bytes | None:  # the mailbox's own decoding, padding included
+        outcome = ep.mailbox.respond(DoeRequest(next(tickets), DoeObject.pcisig(out.object_type, out.payload).encode()))
+        if outcome.kind is not DoeOutcomeKind.RESPONSE:
+            return None
+        return DoeObject.decode(outcome.response).payload
+
+    rig.transport = via_mailbox  # type: ignore[method-assign]
+    session = rig.session()
+    ok(rig.run(rig.ide(session).setup(STREAM)))
+    assert ep.ide.ready(STREAM)
+    blk = ep.ide_cap.selective_blocks()[0]
+    assert ep.ide_cap.offset is not None
+    ep.config_write(0, ep.ide_cap.offset + blk.control, (STREAM << 24) | 1)  # Stream ID + Enable
+    td = rig.tdisp(session)
+    nonce = ok(rig.run(td.lock(TDI0, LockInterfaceFlags(0), STREAM)))
+    ok(rig.run(td.lock(TDI1, LockInterfaceFlags(0), STREAM)))
+    ok(rig.run(td.start(TDI0, nonce)))  # type: ignore[arg-type]
+    assert ok(rig.run(td.get_report(TDI0))).report.mmio_ranges[0].number_of_pages == 4  # type: ignore[attr-defined]
+
+    ep.function_level_reset(1)  # TDISP §11.4.9: that function's TDI to ERROR, SPDM and IDE kept
+    assert dsm.tdi_state(TDI1) is TdiState.ERROR and dsm.tdi_state(TDI0) is TdiState.RUN
+    assert ok(rig.run(td.state(TDI0))) is TdiState.RUN and ep.ide.ready(STREAM)
+
+    ep.config_write(0, ep.ide_cap.offset + blk.control, ((STREAM + 1) << 24) | 1)  # re-target the bound stream
+    assert dsm.tdi_state(TDI0) is TdiState.ERROR
+
+    ep.conventional_reset()  # DPC / hot reset: everything unlocked, keys and sessions gone
+    assert dsm.tdi_state(TDI0) is dsm.tdi_state(TDI1) is TdiState.CONFIG_UNLOCKED
+    assert ep.ide.slot_count() == 0 and not dsm.spdm.sessions
+
+
+def test_tdi_on_a_missing_function_cannot_lock_and_register_check_can_be_disabled(identity: Identity) -> None:
+    tdi3 = InterfaceId.for_function(0x0103)
+    for strict in (True, False):
+        rig = Rig(identity)
+        hw = FakeHardware()
+        hw.registers[3] &= 0x00FFFFFF  # Stream ID 0 in the only selective block
+        dsm = DeviceSecurityManager.build("default-p384", identity, ProtocolEnv.for_test("dev3.dsm", 3),
+                                          tdis=[TdiDefinition(tdi3, 3), TdiDefinition(TDI0, 0)],
+                                          check_stream_registers=strict)
+        dsm.attach(hw)
+        rig.dsm, rig.slots = dsm, hw.ide
+        session = rig.session()
+        ok(rig.run(rig.ide(session).setup(STREAM)))
+        td = rig.tdisp(session)
+        failed = rig.run(td.lock(tdi3, LockInterfaceFlags(0), STREAM))
+        assert isinstance(failed, PcisigFailure)
+        assert failed.tdisp_error is TdispErrorCode.INVALID_DEVICE_CONFIGURATION
+        result = rig.run(td.lock(TDI0, LockInterfaceFlags(0), STREAM))
+        assert isinstance(result, Ok) is (not strict)

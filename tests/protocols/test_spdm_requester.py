@@ -375,7 +375,7 @@ def test_crypto_is_metered_and_secrets_are_reported() -> None:
     rig.ok(rig.requester.start_session())
     totals = rig.requester.env.meter.totals
     assert totals[CryptoOp.ECDSA_P384_VERIFY] >= 3 + 2  # challenge, measurements, key exchange + chain
-    assert totals[CryptoOp.ECDH_P384] == 2 and totals[CryptoOp.HKDF] > 0 and totals[CryptoOp.HASH_PER_KIB] > 0
+    assert totals[CryptoOp.ECDH_P384] == 1 and totals[CryptoOp.HKDF] > 0 and totals[CryptoOp.HASH_PER_KIB] > 0
     assert sink.by_class(SecretClass.DHE_PRIVATE) and sink.by_class(SecretClass.SPDM_SESSION_KEY)
     assert all(r.owner == "host.cma" for r in sink.records)
 
@@ -730,3 +730,30 @@ def test_policy_from_root_files_and_checks(tmp_path) -> None:  # type: ignore[no
     pinned = policy.pinned(report.measurements)
     assert pinned.measurement_problems(report.measurements) == []
     assert pinned.measurement_problems(report.measurements[1:]) == ["index 1 was not reported"]
+
+
+def test_plain_answers_to_secured_requests() -> None:
+    rig = make_rig()
+    rig.ok(rig.requester.attest())
+    session = rig.ok(rig.requester.start_session())
+    other_error = ErrorResponse(0x13, ErrorCode.UNSPECIFIED).encode()
+    rig.link.on_response = lambda out, answer: other_error if out.object_type == 2 else answer
+    failure = rig.fails(rig.requester.heartbeat(session), FailureReason.ERROR_RESPONSE)
+    assert failure.error_code is ErrorCode.UNSPECIFIED
+    rig.link.on_response = lambda out, answer: b"\x01\x02\x03\x04" + answer[4:] if out.object_type == 2 else answer
+    rig.fails(rig.requester.heartbeat(session), FailureReason.MALFORMED_RESPONSE)
+    decrypt_error = ErrorResponse(0x13, ErrorCode.DECRYPT_ERROR).encode()
+    rig.link.on_response = lambda out, answer: decrypt_error if out.object_type == 2 else answer
+    failure = rig.fails(rig.requester.heartbeat(session), FailureReason.SESSION_ENDED)
+    assert failure.error_code is ErrorCode.DECRYPT_ERROR and session.ended
+
+
+def test_a_bug_becomes_an_internal_error_not_an_exception() -> None:
+    rig = make_rig()
+
+    def boom(*args: object) -> None:
+        raise KeyError("simulated bug")
+
+    rig.requester._check_capabilities = boom  # type: ignore[method-assign]
+    failure = rig.fails(rig.requester.attest(), FailureReason.INTERNAL_ERROR)
+    assert "KeyError" in failure.detail and failure.message == "ATTEST"

@@ -419,7 +419,7 @@ class SpdmRequester:
             _fail(FailureReason.SESSION_ENDED, name, str(exc))
         if after_seal is not None:
             after_seal()
-        answer = yield Outbound(DoeObjectType.SECURED_SPDM, record)
+        answer = yield Outbound(DoeObjectType.SECURED_SPDM, record, plaintext=request)
         if answer is None:
             if allow_silence:
                 return None
@@ -442,8 +442,10 @@ class SpdmRequester:
     def _plain_error_instead_of_record(self, name: str, answer: bytes, session: SessionHandle) -> NoReturn:
         """A type-2 request answered by something that is not this session's record.
 
-        libspdm answers a record it cannot decrypt with a plain ERROR DecryptError and drops the
-        session; the flow's transport gives only bytes, so a plain ERROR is recognised by its header.
+        A responder that no longer holds the session's keys can only answer in the clear (this
+        simulator's responder seals its DecryptError, as libspdm does, but other peers may not).
+        The flow's transport gives only bytes, so a plain ERROR is recognised by its header; a
+        DecryptError ends the session, anything else is a malformed answer.
         """
         if len(answer) >= 4 and answer[0] >> 4 == 1 and answer[1] == ResponseCode.ERROR:
             try:
@@ -1098,7 +1100,6 @@ class SpdmRequester:
         req_sid = self._allocate_req_session_id()
         pair = EcdheKeyPair.generate(algs.dhe_group, self.env.rng, sink=self.env.sink, owner=self.env.owner,
                                      label=f"KEY_EXCHANGE 0x{req_sid:04x} ecdhe private key")
-        self.env.meter.ecdh(algs.dhe_group)  # the key generation's scalar multiplication
         policy = self.config.session_policy if session_policy is None else session_policy
         request = KeyExchange(
             version=self.version, hash_type=summary_type, slot_id=slot, req_session_id=req_sid,
@@ -1142,7 +1143,7 @@ class SpdmRequester:
             shared = pair.shared_secret(rsp.exchange_data)
         except CryptoError as exc:
             _fail(FailureReason.MALFORMED_RESPONSE, name, f"ExchangeData: {exc}")
-        self.env.meter.ecdh(algs.dhe_group)
+        self.env.meter.ecdh(algs.dhe_group)  # one op per exchange, key generation included (as the responder)
         secure = SecureSession(sid, SessionRole.REQUESTER, self.version, self._base_hash, AeadSuite(algs.aead_suite),
                                self.env, encrypt=encrypt, handshake_in_the_clear=in_clear,
                                heartbeat_period=rsp.heartbeat_period)

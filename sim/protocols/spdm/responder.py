@@ -118,6 +118,17 @@ from sim.wire.spdm.version import GetVersion, RespondIfReady, Version
 # --------------------------------------------------------------------------------------------
 
 
+
+class VendorRequestError(ValueError):
+    """Raised by a vendor-defined handler to answer with a specific SPDM ERROR code.
+
+    Any other ValueError from a handler means its payload did not parse: ERROR InvalidRequest.
+    """
+
+    def __init__(self, error_code: ErrorCode, detail: str = "") -> None:
+        super().__init__(detail or error_code.name)
+        self.error_code = error_code
+
 class EndReason(enum.StrEnum):
     """Why a session ended."""
 
@@ -1054,6 +1065,8 @@ class SpdmResponder:
         session_id = slot.session.session_id if slot is not None else None
         try:
             payload = handler(session_id, msg.version, bytes(msg.payload))
+        except VendorRequestError as exc:  # the protocol above refused, naming the ERROR to send
+            raise _RequestError(exc.error_code) from None
         except ValueError:  # the protocol above could not parse its payload
             raise _RequestError(ErrorCode.INVALID_REQUEST) from None
         if payload is None:
