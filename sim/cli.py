@@ -13,10 +13,10 @@ from collections.abc import Sequence
 
 from rich.console import Console
 
-from sim.commands import decode
+from sim.commands import decode, validate
 from sim.commands.common import EXIT_USAGE, UserError
 
-COMMANDS = (decode,)
+COMMANDS = (decode, validate)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,11 +6,13 @@ Component ``"host"`` (host-cpu). What it does, and which Linux behaviour it foll
 * **Boot** — enumerate through config space (:mod:`sim.host.pci`), enable Memory Space and Bus Master,
   save config state, bring up each DOE mailbox (abort + discovery), then, when attestation is
   OS-native, secure every host-owned device (CMA-SPDM "authenticates on enumeration").
-* **Securing** — the one securing flow (``sim.protocols.tsm``, supplied as ``secure_flow``) driven by
-  :func:`sim.engine.runner.drive` at the host's costs, with the DOE driver as transport and a
-  platform-request handler for Root Port key slots that the trust model wires (thin-host: the firmware
-  key-slot service). Without a securing flow the host does CMA authentication only (VCA, digests,
-  certificate, challenge, signed measurements), which is all Lukas Wunner's CMA series does.
+* **Securing** — the one securing flow (``sim.protocols.tsm.secure_device``, or another factory given as
+  ``secure_flow``) driven by :func:`sim.engine.runner.drive` at the host's costs, with the DOE driver as
+  transport and a platform-request handler (``platform_handler``) for the Root Port's key slots that the
+  trust model wires (thin-host: the firmware key-slot service; :class:`DirectKeySlotHandler` writes them
+  with principal "host", for tests). Stream registers are the host's config writes
+  (:meth:`HostKernel.enable_stream`). With ``secure_streams`` off the host does CMA authentication only
+  (VCA, digests, certificate, challenge, signed measurements), which is all Lukas Wunner's CMA series does.
 * **Forwarding** — :meth:`HostKernel.forward_doe` carries DOE objects for the fat TSM's SPDM_REQUEST
   loop and the VMM relay; a device in recovery or powered off refuses at once (no mailbox access).
 * **DPC recovery** (``pcie/err.c`` + ``dpc_reset_link``) — on the Root Port's DPC interrupt: stop driver
@@ -591,7 +593,7 @@ class HostKernel:
             outcome = yield from self.secure(dev.entry.id, recovering=True)
             rec.reauth_ns = self.world.now
             rec.reauthenticated = bool(getattr(outcome, "ok", False))
-            rec.rekeyed = dev.secured if self.secure_flow is not None else None
+            rec.rekeyed = dev.secured if self.policy.secure_streams else None
         self._set_ready(dev)
         rec.resumed_ns = self.world.now
         self._trace(dev, Channel.LINK, f"driver resumed after {rec.cause}: {rec.latency_ns} ns "

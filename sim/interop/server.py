@@ -49,14 +49,16 @@ from sim.interop.emu_socket import (
 from sim.wire.codec import DecodeError
 from sim.wire.dissect import dissect
 from sim.wire.doe import DoeDiscoveryRequest, DoeDiscoveryResponse, DoeObject, DoeObjectType
+from sim.wire.spdm import decode_spdm
 from sim.wire.spdm.algorithms import Algorithms
+from sim.wire.spdm.capabilities import Capabilities, GetCapabilities
+from sim.wire.spdm.challenge import Challenge
+from sim.wire.spdm.common import CapabilityFlags, MeasurementSummaryHashType, SpdmContext, SpdmMessage
+from sim.wire.spdm.key_exchange import KeyExchange
+from sim.wire.spdm.version import GetVersion
 
 LOOPBACK = "127.0.0.1"
 ACCEPT_POLL_S = 0.2  # how often the accept loop looks at the stop flag
-CODE_ALGORITHMS = 0x63
-
-_HASH_NAMES = {0x1: "sha256", 0x2: "sha384", 0x4: "sha512"}
-_ASYM_NAMES = {0x10: "p256", 0x80: "p384", 0x1: "rsa2048", 0x2: "rsa2048", 0x4: "rsa3072", 0x8: "rsa3072"}
 
 Log = Callable[[str], None]
 
@@ -100,26 +102,47 @@ def _titles(layer: object) -> list[str]:
 
 
 class ObjectDescriber:
-    """One-line decoded summaries of DOE objects, sized by the algorithms the device negotiated.
+    """One-line decoded summaries of DOE objects, sized by what the connection negotiated.
 
-    The dissector needs the negotiated hash and signature sizes for some messages; this watches
-    ALGORITHMS responses go by and keeps the names it should use.
+    Some SPDM fields have sizes the message does not carry (H, S, D from ALGORITHMS; whether a
+    CHALLENGE_AUTH or KEY_EXCHANGE_RSP holds a measurement summary hash, from the request;
+    whether ResponderVerifyData is in KEY_EXCHANGE_RSP, from both CAPABILITIES). This follows the
+    plain-text exchanges to keep that context, decodes SPDM with it, and otherwise uses the
+    dissector's summaries (``sim.wire.dissect``). Secured records stay ciphertext here.
     """
 
     def __init__(self) -> None:
-        self.hash_name = "sha384"
-        self.asym_name = "p384"
+        self.ctx = SpdmContext()
+        self._req_flags = CapabilityFlags(0)
+        self._rsp_flags = CapabilityFlags(0)
+        self._summary_requested = False
 
-    def observe_response(self, data: bytes) -> None:
+    def _observe(self, msg: SpdmMessage) -> None:
+        if isinstance(msg, GetVersion):
+            self.ctx = SpdmContext()
+        elif isinstance(msg, GetCapabilities) and msg.flags is not None:
+            self._req_flags = CapabilityFlags(msg.flags)
+        elif isinstance(msg, Capabilities) and msg.flags is not None:
+            self._rsp_flags = CapabilityFlags(msg.flags)
+        elif isinstance(msg, Algorithms):
+            clear = bool(self._req_flags & self._rsp_flags & CapabilityFlags.HANDSHAKE_IN_THE_CLEAR_CAP)
+            try:
+                self.ctx = msg.to_context(handshake_in_the_clear=clear)
+            except ValueError:
+                pass
+        elif isinstance(msg, Challenge | KeyExchange):
+            self._summary_requested = msg.hash_type != MeasurementSummaryHashType.NONE
+            self.ctx = self.ctx.with_(meas_summary_size=self.ctx.hash_size if self._summary_requested else 0)
+
+    def _spdm(self, obj: DoeObject) -> str | None:
         try:
-            obj = DoeObject.decode(data)
-            if obj.object_type is not DoeObjectType.SPDM or len(obj.payload) < 2 or obj.payload[1] != CODE_ALGORITHMS:
-                return
-            alg = Algorithms.decode(obj.payload, allow_trailing=True)
+            msg = decode_spdm(obj.payload, self.ctx, allow_trailing=True)
         except DecodeError:
-            return
-        self.hash_name = _HASH_NAMES.get(int(alg.base_hash_sel), self.hash_name)
-        self.asym_name = _ASYM_NAMES.get(int(alg.base_asym_sel), self.asym_name)
+            return None
+        self._observe(msg)
+        summary = getattr(msg, "summary", None)
+        title = summary() if callable(summary) else type(msg).__name__
+        return f"{obj.summary()} | SPDM {msg.version >> 4}.{msg.version & 0xF} {title}"
 
     def describe(self, data: bytes, *, request: bool) -> str:
         try:
@@ -130,7 +153,11 @@ class ObjectDescriber:
             if obj.object_type is DoeObjectType.DISCOVERY:
                 cls = DoeDiscoveryRequest if request else DoeDiscoveryResponse
                 return cls.decode(obj.payload[:4]).summary()
-            layer = dissect(data, "doe", hash_name=self.hash_name, asym_name=self.asym_name)
+            if obj.object_type is DoeObjectType.SPDM:
+                line = self._spdm(obj)
+                if line is not None:
+                    return line
+            layer = dissect(data, "doe")
         except DecodeError as exc:
             head = obj.payload[:4].hex(" ")
             return f"{obj.summary()} | {head} ... (does not decode: {exc})"
@@ -319,7 +346,6 @@ class EmuServer:
             self.result.unanswered += 1
             self.log(f"#{n} {self.describer.describe(request, request=True)} -> no response: {result.detail}")
             return b""
-        self.describer.observe_response(result.response)
         self._capture(result.response)
         self.log(f"#{n} {self.describer.describe(request, request=True)} -> "
                  f"{self.describer.describe(result.response, request=False)}")

@@ -39,6 +39,7 @@ from sim.crypto.secrets import SecretClass
 from sim.engine.exposure import Exposure
 from sim.engine.timing import ComponentClass, Op
 from sim.protocols.spdm.outcome import FailureReason
+from sim.protocols.tsm import Phase  # noqa: F401  (milestones are the securing flow's phases)
 from sim.wire.tdisp import TdiState
 
 # --- closed sets --------------------------------------------------------------------------------
@@ -64,23 +65,6 @@ class SpdmProfileName(enum.StrEnum):
     def digest_size(self) -> int:
         """Bytes of a measurement digest under this profile's measurement hash."""
         return 32 if self is SpdmProfileName.P256 else 48
-
-
-class Phase(enum.StrEnum):
-    """Protocol milestones an event can be timed against, in the order a device goes through them."""
-
-    VCA = "VCA"                    # GET_VERSION / GET_CAPABILITIES / NEGOTIATE_ALGORITHMS
-    CERTIFICATE = "CERTIFICATE"    # GET_DIGESTS / GET_CERTIFICATE
-    CHALLENGE = "CHALLENGE"
-    MEASUREMENTS = "MEASUREMENTS"
-    KEY_EXCHANGE = "KEY_EXCHANGE"
-    FINISH = "FINISH"
-    KEY_PROG = "KEY_PROG"          # IDE_KM key programming (endpoint and Root Port)
-    K_SET_GO = "K_SET_GO"
-    LOCK = "LOCK"                  # TDISP LOCK_INTERFACE
-    REPORT = "REPORT"              # TDISP GET_DEVICE_INTERFACE_REPORT
-    START = "START"                # TDISP START_INTERFACE
-    RUN = "RUN"                    # the TDI is in RUN and the guest has accepted it
 
 
 class EventKind(enum.StrEnum):

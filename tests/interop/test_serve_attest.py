@@ -396,6 +396,9 @@ def test_full_attest_flow_over_the_socket(version: str) -> None:
     assert not device.dsm.spdm.sessions
     assert server.result.unanswered == 0 and server.result.exchanges == device.endpoint.mailbox.stats.requests
     assert sum("SECURED" in line for line in logs) > 30  # IDE_KM and TDISP travelled inside the session
+    # one decoded line per exchange, sized by the negotiated algorithms and the request's summary type
+    assert any("CHALLENGE_AUTH" in line and "meas_summary=yes" in line for line in logs)
+    assert not any("does not decode" in line for line in logs)
 
 
 def test_attest_flow_names_the_first_failing_step() -> None:
@@ -431,26 +434,36 @@ def run_cli(*argv: str) -> tuple[int, str]:
 
 
 @contextmanager
-def serve_command(*argv: str) -> Iterator[tuple[int, io.StringIO, threading.Thread, list[int]]]:
-    """`serve-device --port 0 ...` in a thread; yields the port it announced."""
+def serve_command(*argv: str) -> Iterator[tuple[int, io.StringIO, list[int]]]:
+    """`serve-device --port 0 ...` in a thread; yields the port it announced, its output and exit code(s)."""
     args, console, out = cli("serve-device", "--port", "0", "--timeout", str(TIMEOUT), *argv)
     codes: list[int] = []
     thread = threading.Thread(target=lambda: codes.append(args.func(args, console)), daemon=True)
     thread.start()
-    port: list[int] = []
-    wait_for(lambda: bool(port) or bool(re.search(r"on 127\.0\.0\.1:(\d+)", out.getvalue()) and port.append(
-        int(re.search(r"on 127\.0\.0\.1:(\d+)", out.getvalue()).group(1)))))  # type: ignore[union-attr]
+    ports: list[int] = []
+
+    def announced() -> bool:
+        match = re.search(r"on 127\.0\.0\.1:(\d+)", out.getvalue())
+        if match:
+            ports.append(int(match.group(1)))
+        return match is not None
+
+    wait_for(announced)
     try:
-        yield port[0], out, thread, codes
+        yield ports[0], out, codes
     finally:
         thread.join(TIMEOUT)
+        if thread.is_alive():  # the test failed before its client ended the server: end it now
+            with EmuClient("127.0.0.1", ports[0], timeout=TIMEOUT) as client:
+                client.close(EmuCommand.SHUTDOWN)
+            thread.join(TIMEOUT)
         assert not thread.is_alive()
 
 
 @pytest.mark.parametrize("version", ["1.2", "1.3"])
 def test_attest_command_against_serve_device_command(version: str, tmp_path: Path) -> None:
     pcap = tmp_path / "attest.pcap"
-    with serve_command("--once", "--seed", "5") as (port, out, _thread, codes):
+    with serve_command("--once", "--seed", "5") as (port, out, codes):
         code, text = run_cli("attest", "--connect", f"127.0.0.1:{port}", "--ver", version, "--seed", "5",
                              "--pcap", str(pcap), "--timeout", str(TIMEOUT))
     assert code == 0, text
@@ -465,7 +478,7 @@ def test_attest_command_against_serve_device_command(version: str, tmp_path: Pat
 def test_attest_command_fails_naming_the_step(tmp_path: Path) -> None:
     other_root = tmp_path / "other-root.der"
     other_root.write_bytes(default_identity(77).root.public_bytes(serialization.Encoding.DER))
-    with serve_command("--once") as (port, _out, _thread, _codes):
+    with serve_command("--once") as (port, _out, _codes):
         code, text = run_cli("attest", "--connect", f"127.0.0.1:{port}", "--trusted-root", str(other_root),
                              "--table")
     assert code == 1
@@ -488,7 +501,7 @@ def test_serve_device_with_certificate_files(tmp_path: Path) -> None:
                                                        serialization.NoEncryption()))
     root.write_bytes(identity.root.public_bytes(serialization.Encoding.PEM))
     with serve_command("--once", "--profile", "p256", "--cert-chain", str(chain), "--key", str(key)) as (
-            port, out, _thread, _codes):
+            port, out, _codes):
         code, text = run_cli("attest", "--connect", f"127.0.0.1:{port}", "--trusted-root", str(root),
                              "--seed", "1000", "--table")
     assert code == 0, text
