@@ -135,8 +135,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
                     "responder give its root (e.g. libspdm's ecp384/ca.cert.der).",
     )
     p.add_argument("--connect", required=True, metavar="HOST:PORT", help="the responder (port default 2323)")
-    p.add_argument("--ver", choices=["1.0", "1.1", "1.2", "1.3"],
-                   help="highest SPDM version to negotiate (default: the highest both support, up to 1.3)")
+    p.add_argument("--ver", choices=["1.2", "1.3"],
+                   help="highest SPDM version to negotiate (default: the highest both support, up to 1.3; "
+                        "TDISP needs 1.2+)")
     p.add_argument("--trusted-root", nargs="+", action="extend", metavar="FILE",
                    help="trusted root certificate(s), DER or PEM (default: serve-device's default root for --seed)")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED,

@@ -37,7 +37,7 @@ def build_device(args: argparse.Namespace) -> SocketDevice:
         raise UserError("--cert-chain and --key go together")
     try:
         return build_socket_device(profile=args.profile, seed=args.seed, cert_chain=args.cert_chain, key=args.key,
-                                   heartbeat_period=args.heartbeat_period)
+                                   heartbeat_period=args.heartbeat_period, ide_port_index=args.ide_port_index)
     except (ValueError, CryptoError) as exc:
         raise UserError(str(exc)) from None
 
@@ -104,6 +104,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--heartbeat-period", type=int, metavar="SECONDS",
                    help="HeartbeatPeriod offered in KEY_EXCHANGE_RSP (default: the profile's, 0 = none); "
                         "advertised only, never enforced: the socket device has no clock")
+    p.add_argument("--ide-port-index", type=int, default=0, metavar="N",
+                   help="the IDE_KM PortIndex of the device's IDE port (default 0; DMTF's spdm_requester_emu "
+                        "asks for 1, so pass --ide-port-index 1 when it is the client)")
     p.add_argument("--once", action="store_true", help="serve one client, then exit")
     p.add_argument("--max-connections", type=int, metavar="N", help="exit after N clients")
     p.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS",

@@ -68,7 +68,7 @@ from sim.devices.security_manager import (
 )
 from sim.wire.codec import DecodeError
 from sim.wire.doe import PCI_SIG_VENDOR_ID, DoeObjectType
-from sim.wire.ide_km import KeySet, SubStream
+from sim.wire.ide_km import Direction, KeySet, KpAckStatus, SubStream
 from sim.wire.tlp import (
     CompletionHeader,
     CplStatus,
@@ -208,6 +208,29 @@ class EndpointEvent:
 DmaCallback = Callable[[CplStatus, bytes], None]
 
 
+class _PortIndexed:
+    """The IDE engine's key slots under the endpoint's IDE_KM PortIndex (the engine numbers its port 0)."""
+
+    def __init__(self, engine: IdeEngine, port_index: int) -> None:
+        self._engine = engine
+        self._port_index = port_index
+
+    def _port(self, port_index: int) -> int:
+        return 0 if port_index == self._port_index else -1  # -1: the engine answers unsupported port
+
+    def program(self, port_index: int, stream_id: int, key_set: KeySet, direction: Direction,
+                sub_stream: SubStream, key: bytes, ifv: bytes) -> KpAckStatus:
+        return self._engine.program(self._port(port_index), stream_id, key_set, direction, sub_stream, key, ifv)
+
+    def set_go(self, port_index: int, stream_id: int, key_set: KeySet, direction: Direction,
+               sub_stream: SubStream) -> bool:
+        return self._engine.set_go(self._port(port_index), stream_id, key_set, direction, sub_stream)
+
+    def set_stop(self, port_index: int, stream_id: int, key_set: KeySet, direction: Direction,
+                 sub_stream: SubStream) -> bool:
+        return self._engine.set_stop(self._port(port_index), stream_id, key_set, direction, sub_stream)
+
+
 class _DsmHardware:
     """The :class:`~sim.devices.security_manager.DsmHardware` view of an endpoint handed to its DSM."""
 
@@ -216,12 +239,17 @@ class _DsmHardware:
 
     @property
     def ide(self) -> IdeKeySlots:
-        return self._ep.ide
+        return _PortIndexed(self._ep.ide, self._ep.ide_port_index)
+
+    @property
+    def ide_port_index(self) -> int:
+        return self._ep.ide_port_index
 
     def ide_query(self, port_index: int) -> IdePortInfo | None:
-        if port_index != 0:
+        if port_index != self._ep.ide_port_index:
             return None
-        return IdePortInfo(port_index=0, max_port_index=0, dev_func=self._ep.device << 3, bus=self._ep.bus,
+        return IdePortInfo(port_index=port_index, max_port_index=port_index, dev_func=self._ep.device << 3,
+                           bus=self._ep.bus,
                            segment=0, register_dws=self._ep.ide_cap.register_dws())
 
     def functions(self) -> tuple[int, ...]:
@@ -242,10 +270,16 @@ class Endpoint:
                  selective_streams: int = 1, addr_assoc: int = 1, doe_version: int = 2,
                  doe_interrupt_vector: int | None = None,
                  function0_flr: Function0FlrPolicy = Function0FlrPolicy.CLEAR_SECURITY,
+                 ide_port_index: int = 0,
                  observer: Callable[[EndpointEvent], None] | None = None) -> None:
         if not 1 <= len(functions) <= 8:
             raise ValueError("an endpoint has 1..8 functions")
+        if not 0 <= ide_port_index <= 0xFF:
+            raise ValueError("the IDE_KM port index is one byte")
         self.name = name
+        # The PortIndex IDE_KM uses for this endpoint's one IDE port. 0 is the usual choice for an
+        # endpoint's upstream port; DMTF's reference requester asks for 1.
+        self.ide_port_index = ide_port_index
         self.bus = bus
         self.device = device
         self.dsm = dsm

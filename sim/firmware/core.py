@@ -22,12 +22,15 @@ import simpy
 
 from sim.crypto.aead import aead_decrypt, record_iv
 from sim.crypto.errors import CryptoError
+from sim.devices.config_space import IdeStreamState
 from sim.engine.runner import SimGen
 from sim.engine.timing import Op
 from sim.engine.trace import Channel
 from sim.engine.world import World
 from sim.firmware.commands import summarize
 from sim.protocols.spdm.session import SecureSession, SessionError, record_session_id
+from sim.protocols.tsm import PhaseMark
+from sim.scenario.platform import DeviceHandle
 from sim.wire.codec import DecodeError
 from sim.wire.secured import MacOnlyRecord, SecuredPlaintext, SecuredRecord
 
@@ -150,3 +153,53 @@ def peek_secured_record(sessions: Mapping[int, object], record: bytes, *, outgoi
         return SecuredPlaintext.decode(plain).app_data
     except (DecodeError, CryptoError, SessionError, ValueError):
         return None
+
+
+# ------------------------------------------------------------------------------------------------
+# Stream enable (config registers, not secret) and phase milestones
+# ------------------------------------------------------------------------------------------------
+
+IDE_SEL_CTL_ENABLE = 1 << 0
+IDE_SEL_CTL_DEFAULT = 1 << 22
+IDE_SEL_RID1 = 0x0C   # RID Association 1: RID limit [23:8]
+IDE_SEL_RID2 = 0x10   # RID Association 2: valid [0], RID base [23:8]
+
+
+def enable_selective_stream(world: World, handle: DeviceHandle, block: int, stream_id: int, *,
+                            by: str) -> SimGen[bool]:
+    """Program and enable one selective IDE stream on the Root Port (register block ``block``) and on
+    the endpoint (its first selective block), Root Port first as SEV-TIO's ``dsm_connect`` does
+    (TRUST_MODELS.md §2), through ordinary config writes by ``by`` (each costs a register access).
+
+    Root Port block: RID association covering the device's bus (every function and VF), Stream ID,
+    Default (one device per port, so it carries all TLPs to the device), Enable. Endpoint block:
+    Stream ID, Enable. Returns whether the Root Port's Status reads Secure afterwards (Linux
+    ``pci_ide_stream_enable`` fails with -ENXIO otherwise, §1).
+    """
+    rp = handle.root_port
+    ep = handle.endpoint
+    rp_cap = rp.ide.offset
+    ep_cap = ep.ide_cap.offset
+    if rp_cap is None or ep_cap is None or not 0 <= block < rp.stream_block_count:
+        return False
+    rp_blk = rp.ide.selective_blocks()[block]
+    ep_blk = ep.ide_cap.selective_blocks()[0]
+    bus = ep.bus
+    ctl = (stream_id & 0xFF) << 24 | IDE_SEL_CTL_DEFAULT | IDE_SEL_CTL_ENABLE
+    cost = world.cost(by, Op.CONFIG_DW_ACCESS) if by in world.components() else \
+        world.timing.cost("host-cpu", Op.CONFIG_DW_ACCESS)
+    for offset, value in ((rp_blk.base + IDE_SEL_RID1, (bus << 8 | 0xFF) << 8),
+                          (rp_blk.base + IDE_SEL_RID2, (bus << 8) << 8 | 1),
+                          (rp_blk.control, ctl)):
+        yield world.timeout(cost)
+        rp.cfg_write(rp_cap + offset, value, by=by)
+    yield world.timeout(cost)
+    handle.link.cfg_write(0, ep_cap + ep_blk.control, (stream_id & 0xFF) << 24 | IDE_SEL_CTL_ENABLE, by=by)
+    yield world.timeout(cost)
+    status = rp.cfg_read(rp_cap + rp_blk.status, by=by)
+    return status & 0xF == int(IdeStreamState.SECURE)
+
+
+def trace_phase(world: World, owner: str, device_path: str, mark: PhaseMark) -> None:
+    """A securing-flow milestone (``sim.protocols.tsm.PhaseMark``), as a payload-free trace event."""
+    world.trace.emit(owner, device_path, Channel.LINK, b"", f"{mark.device} phase {mark.phase}")

@@ -171,9 +171,13 @@ class RecoveryRecord:
 
 @dataclasses.dataclass(frozen=True)
 class HostPolicy:
-    """The kernel's configuration: the _OSC attestation switch, what it owns, how it verifies."""
+    """The kernel's configuration: the _OSC attestation switch, what it owns, how it verifies.
 
-    attestation: AttestationPolicy = AttestationPolicy.OS_NATIVE
+    ``verification`` defaults to a policy that trusts no root, so attestation fails until the scenario
+    names the roots (``VerificationPolicy(trusted_roots=platform.root_certificates(ca))``).
+    """
+
+    attestation_policy: AttestationPolicy = AttestationPolicy.OS_NATIVE
     verification: VerificationPolicy = VerificationPolicy()
     requester: RequesterConfig = RequesterConfig()
     host_owned: frozenset[str] | None = None      # device ids the host attests and keys (None: all)
@@ -185,7 +189,7 @@ class HostPolicy:
     doe_wait: DoeWaitMode = DoeWaitMode.POLL
 
     def owns(self, device: str) -> bool:
-        return self.attestation is AttestationPolicy.OS_NATIVE and (
+        return self.attestation_policy is AttestationPolicy.OS_NATIVE and (
             self.host_owned is None or device in self.host_owned)
 
 
@@ -267,7 +271,7 @@ class HostKernel:
         for rp_name, rp in self.platform.root_ports.items():
             rp.dpc_listeners.append(lambda reason, ext, rp_name=rp_name: self._on_dpc(rp_name, reason, ext))
             rp.stream_listeners.append(lambda block, state, rp_name=rp_name: self._on_stream(rp_name, block, state))
-        if self.policy.attestation is AttestationPolicy.OS_NATIVE and self.policy.secure_at_boot:
+        if self.policy.attestation_policy is AttestationPolicy.OS_NATIVE and self.policy.secure_at_boot:
             owned = [d for d in self.table.ids() if self.policy.owns(d)]
             if self.policy.parallel_boot:
                 procs = [self.world.process(self.secure(d)) for d in owned]
@@ -646,6 +650,21 @@ class HostKernel:
         dev.state = DeviceState.READY
         if dev.ready is not None and not dev.ready.triggered:
             dev.ready.succeed()
+
+    def notify_resets_to(self, target: Callable[[str, str], None], *,
+                         when: HostEventKind = HostEventKind.RECOVERED,
+                         devices: frozenset[str] | None = None) -> Callable[[HostEvent], None]:
+        """Tell ``target(device, reason)`` about resets (e.g. ``Vmm.notify_reset``), by default once the
+        device is usable again so that its owner can re-run the securing flow. Only devices the host
+        does not re-secure itself are reported unless ``devices`` names them. Returns the listener."""
+        def listener(event: HostEvent) -> None:
+            if event.kind is not when or event.record is None:
+                return
+            wanted = devices is not None and event.device in devices
+            if wanted or (devices is None and not (self.policy.owns(event.device) and self.policy.reauth_on_recovery)):
+                target(event.device, f"{event.record.cause}: {event.record.reason}")
+        self.listeners.append(listener)
+        return listener
 
     def wait_ready(self, device: str) -> simpy.Event:
         """An event that fires when the driver may access the device (already fired if it may now)."""

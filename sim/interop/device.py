@@ -81,7 +81,8 @@ def _enumerate(endpoint: Endpoint) -> None:
 
 def build_socket_device(*, profile: str = DEFAULT_PROFILE, seed: int | str | bytes = DEFAULT_SEED,
                         cert_chain: str | Path | None = None, key: str | Path | None = None,
-                        firmware_version: str = "1.0.0", heartbeat_period: int | None = None) -> SocketDevice:
+                        firmware_version: str = "1.0.0", heartbeat_period: int | None = None,
+                        ide_port_index: int = 0) -> SocketDevice:
     """The device for ``serve-device``: a named profile, and either the seed's identity or one from files.
 
     ``cert_chain`` is a DER chain root-first (libspdm's ``bundle_responder.certchain.der``) or PEM;
@@ -106,6 +107,7 @@ def build_socket_device(*, profile: str = DEFAULT_PROFILE, seed: int | str | byt
         identity = default_identity(seed, prof)
     dsm = DeviceSecurityManager.build(prof, identity, env)
     functions = tuple(FunctionSpec(bars={0: Bar(BAR_SIZE, BarKind.MEM64)}) for _ in range(FUNCTIONS))
-    endpoint = Endpoint(DEVICE_NAME, functions=functions, dsm=dsm, bus=BUS, device=DEVICE)
+    endpoint = Endpoint(DEVICE_NAME, functions=functions, dsm=dsm, bus=BUS, device=DEVICE,
+                        ide_port_index=ide_port_index)
     _enumerate(endpoint)
     return SocketDevice(prof, identity, endpoint, dsm, DoeMailboxDriver.for_endpoint(endpoint))

@@ -104,6 +104,9 @@ class DsmHardwareView(Protocol):
 
     def ide_query(self, port_index: int) -> IdePortInfo | None: ...
 
+    @property
+    def ide_port_index(self) -> int: ...
+
     def functions(self) -> tuple[int, ...]: ...
 
     def tdi_config(self, function: int) -> FunctionConfig: ...
@@ -272,6 +275,7 @@ class DeviceSecurityManager:
     def attach(self, hardware: DsmHardwareView) -> None:
         """The endpoint's hardware view: IDE engine, QUERY_RESP provider, functions (one TDI each if none given)."""
         self.hardware = hardware
+        self.port_index = hardware.ide_port_index
         self.ide_km.slots = hardware.ide
         self.ide_km.ports = hardware
         if not self.tdisp.tdis:

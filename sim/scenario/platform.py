@@ -29,6 +29,8 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from cryptography import x509
+
 from sim.crypto.identity import Identity, build_identity, load_identity
 from sim.devices.config_space import Bar, BarKind
 from sim.devices.doe_mailbox import DoeOutcome, DoeRequest
@@ -210,6 +212,14 @@ class Platform:
     def device_ids(self) -> tuple[str, ...]:
         return tuple(d.id for d in self.devices)
 
+    def root_certificates(self, ca: str | None = None) -> list[x509.Certificate]:
+        """The distinct root certificates of the devices (of one CA if given): a policy's trust anchors."""
+        out: list[x509.Certificate] = []
+        for d in self.devices:
+            if (ca is None or d.spec.ca == ca) and d.identity.root not in out:
+                out.append(d.identity.root)
+        return out
+
     def trusted_roots(self, ca: str | None = None) -> list[bytes]:
         """DER of the distinct root certificates of the devices (of one CA if given), in device order."""
         out: list[bytes] = []
@@ -284,6 +294,9 @@ def _check(spec: PlatformSpec) -> None:
         used[d.port] = d.id
         if not d.id or "." in d.id:
             raise PlatformSpecError(f"device id '{d.id}' must be non-empty and contain no '.'")
+        functions = [t.function for t in d.tdis]
+        if len(set(functions)) != len(functions):
+            raise PlatformSpecError(f"device '{d.id}': one TDI per function (functions {functions})")
 
 
 def _enable_dpc(rp: RootPort) -> None:

@@ -29,13 +29,20 @@ from sim.engine.runner import SimGen
 from sim.engine.timing import ComponentClass, Op
 from sim.engine.trace import Channel
 from sim.engine.world import World
+from sim.firmware.commands import FwFrame, TdiBind
 from sim.firmware.commands import summarize as summarize_frame
+from sim.firmware.core import enable_selective_stream
 from sim.firmware.keyslot_service import KeySlotService
 from sim.scenario.platform import Platform
 from sim.wire.doe import DoeObject, DoeObjectType
 
 VMM_PATH = "vmm"
 VMM_PRINCIPAL = "vmm"
+# Host kernel events (``sim.host.kernel.HostEventKind`` values) the VMM passes on to a device's guest:
+# the device was lost (contained / powered off), and the device is usable again.
+LOST_EVENT_KINDS = frozenset({"error-detected", "d3cold-entered"})
+BACK_EVENT_KINDS = frozenset({"recovered"})
+RESET_EVENT_KINDS = LOST_EVENT_KINDS | BACK_EVENT_KINDS
 
 
 class DoeForwarder(Protocol):
@@ -101,6 +108,9 @@ class Vmm:
         self.relayed_doe = 0
         self.relayed_firmware = 0
         self._slot_service: KeySlotService | None = None
+        listeners = getattr(host, "listeners", None)
+        if isinstance(listeners, list):
+            listeners.append(self._on_host_event)
 
     # -- guests and devices ----------------------------------------------------------------------------
 
@@ -235,7 +245,49 @@ class Vmm:
         self.world.trace.emit(self.path, guest, Channel.FIRMWARE, answer, summarize_frame(answer))
         return answer
 
+    # -- stream registers (not secret: the host programs them for the guest, via VFIO) ---------------
+
+    def enable_stream(self, guest: str, device: str, block: int, stream_id: int) -> SimGen[bool]:
+        """Set up and enable the guest's selective stream on both ends (config registers)."""
+        self._check(guest, device)
+        yield self._vm_exit(guest)
+        self.world.trace.emit(guest, self.path, Channel.LINK, b"", f"enable stream {stream_id} of {device}")
+        if hasattr(self.host, "enable_stream"):
+            return (yield from self.host.enable_stream(device, block, stream_id))  # type: ignore[attr-defined]
+        if self.platform is None:
+            return False
+        return (yield from enable_selective_stream(self.world, self.platform.device(device), block, stream_id,
+                                                   by=self.path))
+
+    def disable_stream(self, guest: str, device: str, block: int, stream_id: int) -> SimGen[bool]:
+        self._check(guest, device)
+        yield self._vm_exit(guest)
+        self.world.trace.emit(guest, self.path, Channel.LINK, b"", f"disable stream {stream_id} of {device}")
+        if hasattr(self.host, "disable_stream"):
+            yield from self.host.disable_stream(device, block, stream_id)  # type: ignore[attr-defined]
+        return True
+
+    # -- fat: binding a TDI to the guest ----------------------------------------------------------------
+
+    def bind_tdi(self, device: str, function: int = 0) -> SimGen[FwFrame]:
+        """Fat model: ask the TSM (through the host's driver) to bind and lock a TDI for the device's guest."""
+        guest = self.assignments.get(device)
+        target = self.firmware
+        if guest is None or not hasattr(target, "host_call"):
+            raise RelayRefused(f"device '{device}' is not assigned, or the firmware is not a fat TSM")
+        guest_id = getattr(self.guests[guest], "guest_id", None)
+        handle = target.handle_of(device)  # type: ignore[union-attr]
+        if guest_id is None or handle is None:
+            raise RelayRefused(f"the TSM knows no guest id for '{guest}' or no handle for '{device}'")
+        yield self.world.delay(self.path, Op.FW_COMMAND_DISPATCH)
+        return (yield from target.host_call(TdiBind(handle, function, guest_id)))  # type: ignore[union-attr]
+
     # -- resets ---------------------------------------------------------------------------------------
+
+    def _on_host_event(self, event: object) -> None:
+        kind = str(getattr(event, "kind", ""))
+        if kind in RESET_EVENT_KINDS:
+            self.notify_reset(str(getattr(event, "device", "")), kind)
 
     def notify_reset(self, device: str, reason: str) -> None:
         """Upcall from the host: ``device`` was reset (DPC, hot reset, D3cold, FLR...). Tell its guest."""

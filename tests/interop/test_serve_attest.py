@@ -26,6 +26,7 @@ from sim.crypto.drbg import DeterministicRandom
 from sim.engine.trace import LINKTYPE_PCI_DOE, parse_pcap
 from sim.interop.attest_flow import AttestProcedure, StepResult
 from sim.interop.client import EmuClient, EmuClientError, doe_discovery
+from sim.interop.describe import ObjectDescriber
 from sim.interop.device import (
     DEFAULT_SEED,
     SocketDevice,
@@ -42,7 +43,7 @@ from sim.interop.emu_socket import (
     read_frame,
     write_frame,
 )
-from sim.interop.server import ConnectionEnd, EmuServer, StopReason
+from sim.interop.server import ConnectionEnd, EmuServer, ServeResult, StopReason, serve_device
 from sim.protocols.env import ProtocolEnv
 from sim.protocols.flow import Outbound, run_flow
 from sim.protocols.spdm.policy import VerificationPolicy
@@ -187,6 +188,16 @@ def test_spdm_error_answer_for_bad_request_version(device: SocketDevice) -> None
         assert isinstance(err, ErrorResponse) and err.error_code == ErrorCode.VERSION_MISMATCH
 
 
+def test_describer_lines_for_odd_objects() -> None:
+    describer = ObjectDescriber()
+    assert "not a DOE object" in describer.describe(b"\x01\x02", request=True)
+    assert describer.describe(bytes.fromhex("01 00 00 00 03 00 00 00 02 00 00 00"), request=True) == \
+        "DOE DISCOVERY index=2 version=0"
+    assert "does not decode" in describer.describe(bytes.fromhex("01 00 01 00 03 00 00 00 12 61 00 00"),
+                                                   request=False)
+    assert describer.describe(GET_VERSION_DOE, request=True).endswith("SPDM 1.0 GET_VERSION")
+
+
 def test_device_bug_is_logged_and_survived() -> None:
     class Exploding:
         def exchange(self, request: bytes) -> MailboxResult:
@@ -276,6 +287,30 @@ def test_shutdown_stops_the_server(device: SocketDevice) -> None:
     assert server.result.stop_reason is StopReason.SHUTDOWN
     with pytest.raises(EmuClientError):
         EmuClient(host, port, timeout=1.0).connect()
+
+
+def test_serve_device_builds_one_device_and_serves_it() -> None:
+    logs: list[str] = []
+    built: list[SocketDevice] = []
+
+    def factory() -> DoeTarget:
+        built.append(build_socket_device(seed=21))
+        return built[-1].target
+
+    results: list[ServeResult] = []
+    thread = threading.Thread(target=lambda: results.append(serve_device(
+        "127.0.0.1", 0, factory, max_connections=2, client_timeout=TIMEOUT, log=logs.append)), daemon=True)
+    thread.start()
+    wait_for(lambda: any("serving" in line for line in logs))
+    port = int(re.search(r":(\d+) ", next(line for line in logs if "serving" in line)).group(1))  # type: ignore[union-attr]
+    for _ in range(2):
+        with EmuClient("127.0.0.1", port, timeout=TIMEOUT) as client:
+            assert client.exchange_object(GET_VERSION_DOE) is not None
+            client.close(EmuCommand.CONTINUE)
+    thread.join(TIMEOUT)
+    assert not thread.is_alive() and len(built) == 1
+    assert results[0].stop_reason is StopReason.MAX_CONNECTIONS and results[0].exchanges == 2
+    assert built[0].endpoint.mailbox.stats.requests == 2
 
 
 def test_once_serves_exactly_one_client(device: SocketDevice) -> None:
@@ -540,3 +575,23 @@ def test_attest_bad_arguments() -> None:
     assert run_cli("attest", "--connect", "host:notaport")[0] == EXIT_USAGE
     code, text = run_cli("attest", "--connect", "127.0.0.1:1", "--trusted-root", "/nonexistent/root.der")
     assert code == EXIT_USAGE and "--trusted-root" in text
+
+
+def test_ide_port_index_follows_the_device_option() -> None:
+    """DMTF's requester asks IDE_KM for PortIndex 1: a device configured so answers, port 0 is then refused."""
+    from sim.interop.attest_flow import AttestOptions
+
+    device = build_socket_device(seed=13, ide_port_index=1)
+    requester, env = make_requester("1.2", seed=13)
+    procedure = AttestProcedure(requester, env, AttestOptions(port_index=1))
+    with running(device.target) as (_server, host, port, _logs), EmuClient(host, port, timeout=TIMEOUT) as client:
+        steps = run_flow(procedure.run(), client.transport)
+    assert procedure.ok, procedure.first_failure
+    assert any(s.step == "IDE_KM QUERY" and "port 1 of max 1" in s.detail for s in steps)
+
+    device = build_socket_device(seed=13, ide_port_index=1)
+    requester, env = make_requester("1.2", seed=13)
+    procedure = AttestProcedure(requester, env, AttestOptions(port_index=0))
+    with running(device.target) as (_server, host, port, _logs), EmuClient(host, port, timeout=TIMEOUT) as client:
+        run_flow(procedure.run(), client.transport)
+    assert not procedure.ok and "IDE_KM QUERY" in str(procedure.first_failure)

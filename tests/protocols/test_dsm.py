@@ -335,6 +335,8 @@ class FakeConfig:
 class FakeHardware:
     """A stand-in for the endpoint's DsmHardware: real key slots, a mutable register block and BARs."""
 
+    ide_port_index = 0
+
     def __init__(self) -> None:
         self.ide = InMemoryIdeKeySlots()
         self.registers = list(ide_register_block((STREAM,), enabled=True))

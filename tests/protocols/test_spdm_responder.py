@@ -811,3 +811,25 @@ def test_fuzz_secured_records(ident: Identity, body: bytes, flip: int) -> None:
     else:
         assert out is not None
         err(qs.session.open(out), ErrorCode.DECRYPT_ERROR)
+
+
+def test_get_capabilities_errors_follow_the_validator() -> None:
+    """SPDM-Responder-Validator 2.2.4 and 2.4.3: version first, then fields, ERROR in the request's version."""
+    from sim.crypto.algorithms import BaseAsymAlgo as _Asym
+    from sim.crypto.algorithms import BaseHashAlgo as _Hash
+    from sim.crypto.identity import build_identity as _build
+    from sim.protocols.env import ProtocolEnv as _Env
+    from sim.protocols.spdm.profile import make_profile as _profile
+    from sim.protocols.spdm.responder import SpdmResponder as _Responder
+
+    ident = _build(3, "validator-cases", _Asym.ECDSA_P384, _Hash.SHA_384)
+
+    def fresh() -> _Responder:
+        rsp = _Responder(_profile("default-p384"), ident, _Env.for_test("dev", 1))
+        assert rsp.handle(bytes.fromhex("10840000"))[1] == 0x04  # VERSION
+        return rsp
+
+    assert fresh().handle(bytes.fromhex("14e10000")) == bytes.fromhex("107f4100")
+    # 1.1 GET_CAPABILITIES with CTExponent 0x0a but invalid flags (MAC without ENCRYPT/KEY_EX rules)
+    answer = fresh().handle(bytes.fromhex("11e10000000a000006770000"))
+    assert answer is not None and answer[:3] == bytes.fromhex("117f01")

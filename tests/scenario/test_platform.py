@@ -10,7 +10,7 @@ from sim.devices.config_space import BarKind, find_ext_capability
 from sim.engine.timing import ComponentClass, Op
 from sim.engine.trace import MemorySink
 from sim.engine.world import World
-from sim.host.kernel import HostKernel, HostPolicy
+from sim.host.kernel import DirectKeySlotHandler, HostKernel, HostPolicy
 from sim.protocols.dsm import DeviceSecurityManager
 from sim.protocols.flow import Outbound, run_flow
 from sim.protocols.spdm.policy import VerificationPolicy
@@ -95,6 +95,8 @@ def test_identities_are_deterministic_and_share_a_root_per_vendor() -> None:
     # vendor-b signs a P-256 and a P-384 device: one CA hierarchy per key algorithm, so three roots
     assert len(a.trusted_roots()) == 3
     assert a.trusted_roots("vendor-a") == [a.identity("nic0").certificates_der[0]]
+    assert a.root_certificates("vendor-a") == [a.identity("nic1").root]
+    assert len(a.root_certificates()) == 3
     assert a.identity("nic0").certificates_der[0] == a.identity("nic1").certificates_der[0]
     assert a.identity("nic0").certificates_der[2] != a.identity("nic1").certificates_der[2]
     assert a.identity("gpu0").asym_algo.name == "ECDSA_P256"
@@ -170,9 +172,10 @@ def _boot_digest(seed: int) -> tuple[str, int]:
     world.trace.subscribe(sink)
     policy = HostPolicy(verification=VerificationPolicy.trusting(*[d.identity for d in p.devices]))
     kernel = HostKernel(world, p, policy)
+    kernel.platform_handler = DirectKeySlotHandler(kernel)
     kernel.start()
     world.run(until=kernel.booted)
-    assert all(d.authenticated for d in kernel.devices.values())
+    assert all(d.secured for d in kernel.devices.values())
     return world.trace.digest(), len(sink)
 
 
@@ -192,6 +195,7 @@ def test_same_seed_same_boot_trace_digest() -> None:
     (PlatformSpec(devices=(DeviceSpec("a.b"),)), "contain no '.'"),
     (PlatformSpec(devices=(DeviceSpec(profile="nope"),)), "unknown responder profile"),
     (PlatformSpec(devices=(DeviceSpec(tdis=(TdiSpec(9),)),)), "functions must be 0..7"),
+    (PlatformSpec(devices=(DeviceSpec(tdis=(TdiSpec(1), TdiSpec(1))),)), "one TDI per function"),
     (PlatformSpec(devices=(DeviceSpec(tdis=(TdiSpec(0, (MmioRangeSpec(0, 3000),)),)),)), "power of two"),
     (PlatformSpec(devices=(DeviceSpec(tdis=(TdiSpec(0, (MmioRangeSpec(0, 1 << 25),)),)),)), "do not fit"),
     (PlatformSpec(devices=(DeviceSpec(cert_chain=b"x"),)), "needs both cert_chain and key"),

@@ -530,7 +530,17 @@ class SpdmResponder:
         except _RequestError as err:
             if raw[1] == RequestCode.GET_MEASUREMENTS:
                 self._reset_log(slot)
-            return _Reply(self._error(err.code, err.data, err.extended), is_error=True)
+            return _Reply(self._error(err.code, err.data, err.extended, self._error_version_for(raw)),
+                          is_error=True)
+
+    def _error_version_for(self, raw: bytes) -> int | None:
+        """A GET_CAPABILITIES of a version we speak fixes the version before its fields are checked.
+
+        So its ERROR already carries that version (libspdm; SPDM-Responder-Validator 2.4.3).
+        """
+        if raw[1] == RequestCode.GET_CAPABILITIES and not self.negotiated.version and raw[0] in self.profile.versions:
+            return raw[0]
+        return None
 
     def _injected_error(self, raw: bytes, slot: _SessionSlot | None) -> _Reply | None:
         code = raw[1]
@@ -570,6 +580,9 @@ class SpdmResponder:
         verdict = row.cells[self.state]
         if verdict is not None:
             raise _RequestError(verdict)
+        if request_code is RequestCode.GET_CAPABILITIES and version not in self.profile.versions:
+            # Before looking at the fields (SPDM-Responder-Validator 2.2.4, libspdm).
+            raise _RequestError(ErrorCode.VERSION_MISMATCH)
         self._check_capabilities(row, code)
         self._check_scope(row, slot)
 

@@ -1,0 +1,1 @@
+"""Benchmark scripts (``python -m benchmarks.bench_protocol``, ``python -m benchmarks.bench_platform``)."""
