@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Callable, Generator
 from typing import Any, TypeVar
 
-from sim.engine.timing import Op
 from sim.engine.world import World
 from sim.protocols.env import CryptoMeter
 from sim.protocols.flow import Flow, Outbound
@@ -25,9 +24,7 @@ Transport = Callable[[Outbound], SimGen[bytes | None]]
 
 def charge(world: World, path: str, meter: CryptoMeter) -> SimGen[int]:
     """Wait for the modeled cost of every operation in ``meter`` since its last drain; returns ns spent."""
-    total = 0
-    for item in meter.drain():
-        total += world.cost(path, Op(str(item.op)), nbytes=item.nbytes)
+    total = world.price_ops(path, ((str(item.op), item.nbytes) for item in meter.drain()))
     if total:
         yield world.timeout(total)
     return total

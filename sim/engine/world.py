@@ -9,7 +9,7 @@ changes the bytes another one draws.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Generator, Iterable, Mapping
 from typing import Any
 
 import simpy
@@ -18,7 +18,7 @@ from sim.crypto.drbg import DeterministicRandom
 from sim.engine.exposure import ExposureTracker
 from sim.engine.faults import FaultInjector
 from sim.engine.timing import ComponentClass, Op, TimingModel
-from sim.engine.trace import TraceBus
+from sim.engine.trace import Channel, TraceBus
 
 
 @dataclasses.dataclass
@@ -42,6 +42,9 @@ class World:
         self.exposure = ExposureTracker(components=lambda: tuple(self._components))
         self.trace.subscribe(self.exposure.on_trace)
         self.faults = FaultInjector(self)
+        # crypto operations each component performed, by operation name (for the reports)
+        self.crypto_ops: dict[str, dict[str, int]] = {}
+        self.milestone_listeners: list[Callable[[str, str, str], None]] = []
 
     # -- time ---------------------------------------------------------------------------------------
 
@@ -105,6 +108,27 @@ class World:
     def delay(self, path: str, op: Op | str, *, nbytes: int | None = None) -> simpy.Timeout:
         """A SimPy event that fires after the operation's cost: ``yield world.delay("host", Op.HKDF)``."""
         return self.timeout(self.cost(path, op, nbytes=nbytes))
+
+    def price_ops(self, path: str, ops: Iterable[tuple[str, int | None]]) -> int:
+        """Total cost in ns of crypto operations (name, bytes) run by ``path``; also counts them."""
+        counts = self.crypto_ops.setdefault(path, {})
+        total = 0
+        for op, nbytes in ops:
+            counts[op] = counts.get(op, 0) + 1
+            total += self.cost(path, op, nbytes=nbytes)
+        return total
+
+    # -- milestones ----------------------------------------------------------------------------------
+
+    def milestone(self, owner: str, device: str, device_path: str, phase: str) -> None:
+        """A device reached a protocol milestone (a securing-flow phase): traced, and listeners told.
+
+        Listeners get (device id, phase name, owner); scenario events timed "during KEY_PROG of
+        device X" hang off this.
+        """
+        self.trace.emit(owner, device_path, Channel.LINK, b"", f"{device} phase {phase}")
+        for listener in tuple(self.milestone_listeners):
+            listener(device, phase, owner)
 
     def resolved_config(self) -> dict[str, object]:
         """What a run writes next to its results: seed, timing table, components and their classes."""

@@ -122,7 +122,7 @@ class TioFeature(enum.IntFlag):
 
 
 class DisconnectFlag(enum.IntFlag):
-    FORCE = 1 << 0                 # SEV-TIO DEV_DISCONNECT FORCE: tear down even if TDIs are bound
+    FORCE = 1 << 0                 # SEV-TIO DEV_DISCONNECT FORCE: drop the state even with TDIs bound, no SPDM
 
 
 class BindFlag(enum.IntFlag):

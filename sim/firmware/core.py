@@ -202,4 +202,4 @@ def enable_selective_stream(world: World, handle: DeviceHandle, block: int, stre
 
 def trace_phase(world: World, owner: str, device_path: str, mark: PhaseMark) -> None:
     """A securing-flow milestone (``sim.protocols.tsm.PhaseMark``), as a payload-free trace event."""
-    world.trace.emit(owner, device_path, Channel.LINK, b"", f"{mark.device} phase {mark.phase}")
+    world.milestone(owner, mark.device, device_path, str(mark.phase))

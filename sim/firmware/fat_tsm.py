@@ -279,6 +279,8 @@ class FatTsm:
         if active.awaiting_secured and body.result is DoeResult.RESPONSE:
             plain = peek_secured_record(active.sessions, body.payload, outgoing=False)
         self.core.trace_in(caller, frame, secured_plaintext=plain)
+        if plain is not None:  # the firmware is the session's end: it reads the message
+            self.world.exposure.observe_stored(self.path, plain)
         active.from_caller.put(body)
         answer, answer_plain = yield active.to_caller.get()
         self.core.trace_out(caller, answer, secured_plaintext=answer_plain)
@@ -522,7 +524,9 @@ class FatTsm:
         if dev.tdis and not force:
             raise _CommandFailed(FwStatus.INVALID_STATE, f"{dev.device_id} has bound TDIs (use FORCE)")
         detail = ""
-        if dev.secured is not None and dev.requester is not None:
+        # FORCE frees the firmware's state without talking to the device (it may have been reset and
+        # lost its session: every exchange would end in the host's 1 s DOE timeout).
+        if not force and dev.secured is not None and dev.requester is not None:
             for tdi in list(dev.tdis.values()):
                 stop = yield from self._run_flow(active, dev, TdispRequester.over_session(
                     dev.requester, dev.secured.session).stop(tdi.interface))

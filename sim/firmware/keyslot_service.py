@@ -52,10 +52,12 @@ from sim.firmware.commands import (
     response,
 )
 from sim.firmware.core import FIRMWARE_PATH, CommandRecord, FirmwareCore
+from sim.protocols import tsm
 from sim.rootport.ide_regs import KeySlotStatus
 from sim.rootport.root_port import RootPort
 from sim.scenario.platform import Platform
 from sim.wire.codec import DecodeError
+from sim.wire.ide_km import SubStream
 
 KEYSLOT_PRINCIPAL = "firmware.keyslot"
 GUEST_CHANNEL_KEY_BYTES = 32
@@ -390,3 +392,76 @@ def _command_name(frame: bytes) -> str:
         return FwCommandId(raw).name
     except ValueError:
         return f"0x{raw:x}"
+
+
+# ------------------------------------------------------------------------------------------------
+# The securing flow's platform requests, answered through key-slot commands
+# ------------------------------------------------------------------------------------------------
+
+StreamSwitch = Callable[[str, int, int], SimGen[bool]]   # (device id, Root Port block, stream id) -> ok
+
+
+class KeySlotRequestHandler:
+    """Answers :mod:`sim.protocols.tsm` platform requests with key-slot commands over ``client``.
+
+    Used by whoever runs the flow in a thin model: the host kernel (thin-host: a direct client, the
+    host's own ``enable_stream``/``disable_stream``), or a guest (its sealed channel or the VMM
+    hypercall, and the VMM for the stream registers). Call it as ``handler(device, request)``, the
+    host kernel's ``PlatformRequestHandler`` shape. It remembers which Root Port block carries each
+    stream it allocated.
+    """
+
+    def __init__(self, platform: Platform, client: KeySlotClient, enable: StreamSwitch,
+                 disable: StreamSwitch | None = None) -> None:
+        self.platform = platform
+        self.client = client
+        self.enable = enable
+        self.disable = disable
+        self.streams: dict[tuple[str, int], tuple[int, int]] = {}   # (device, stream id) -> (root port, block)
+
+    def __call__(self, device: str, req: object) -> SimGen[object]:
+        if isinstance(req, tsm.AllocateStream):
+            handle = self.platform.device(device)
+            got = yield from self.client.call(AllocateStream(handle.port_index, handle.endpoint.requester_id(0)))
+            if got.status is not FwStatus.SUCCESS or not isinstance(got.body, AllocateStreamRsp):
+                return None
+            self.streams[(device, got.body.stream_id)] = (got.body.root_port, got.body.block)
+            return got.body.stream_id
+        stream_id = req.key.stream_id if isinstance(req, tsm.ProgramRootPortKey) else getattr(req, "stream_id", None)
+        where = self.streams.get((device, stream_id)) if isinstance(stream_id, int) else None
+        if where is None:
+            return False
+        rp, block = where
+        if isinstance(req, tsm.ProgramRootPortKey):
+            k = req.key
+            got = yield from self.client.call(ProgramKey(rp, block, k.key_set, k.root_port_direction, k.sub_stream,
+                                                         k.key, k.ifv))
+            return got.status is FwStatus.SUCCESS
+        if isinstance(req, tsm.RootPortKeySet):
+            ok = True
+            for sub in SubStream:
+                cls = SetGo if req.go else SetStop
+                got = yield from self.client.call(cls(rp, block, req.key_set, req.direction, sub))
+                ok = ok and got.status is FwStatus.SUCCESS
+            return ok
+        if isinstance(req, tsm.EnableStream):
+            return (yield from self.enable(device, block, req.stream_id))
+        if isinstance(req, tsm.ReleaseStream):
+            return (yield from self.release(device, req.stream_id))
+        return None
+
+    def release(self, device: str, stream_id: int) -> SimGen[bool]:
+        """Disable the stream's registers (if a switch was given) and give the block back."""
+        where = self.streams.pop((device, stream_id), None)
+        if where is None:
+            return False
+        rp, block = where
+        if self.disable is not None:
+            yield from self.disable(device, block, stream_id)
+        got = yield from self.client.call(ReleaseStream(rp, block))
+        return got.status is FwStatus.SUCCESS
+
+    def release_all(self, device: str) -> SimGen[None]:
+        for dev, stream_id in list(self.streams):
+            if dev == device:
+                yield from self.release(device, stream_id)

@@ -363,10 +363,10 @@ class HostKernel:
         def transport(message: Any) -> SimGen:
             if isinstance(message, Outbound):
                 return (yield from self.driver.exchange(device, message.object_type, message.payload,
-                                                        secured_plaintext=getattr(message, "secured_plaintext", None)))
+                                                        secured_plaintext=message.plaintext))
             if isinstance(message, PhaseMark):
                 self.phases.append((self.world.now, device, str(message.phase)))
-                self._trace(self.device(device), Channel.LINK, f"phase {message.phase}")
+                self.world.milestone(self.path, device, self.device(device).entry.path, str(message.phase))
                 return None
             if self.platform_handler is None:
                 self._trace(self.device(device), Channel.IDE,

@@ -13,6 +13,7 @@ Input is user data (a file on disk), so every field is checked as it is read, an
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -289,11 +290,14 @@ class ModelRun:
 
 
 def _level(value: object, path: str) -> Exposure:
+    """An Exposure name as ExposureMatrix.to_json() writes it; the scenario words (never, ...) are accepted too."""
     name = _str(value, path)
-    try:
+    if name in Exposure.__members__:
         return Exposure[name]
-    except KeyError:
-        raise _fail(path, "one of " + ", ".join(e.name for e in Exposure), value) from None
+    for level, word in LEVEL_WORDS.items():
+        if name == word:
+            return level
+    raise _fail(path, "one of " + ", ".join(e.name for e in Exposure), value)
 
 
 def _read_exposure(value: object, path: str) -> ExposureTable:
@@ -581,8 +585,12 @@ class Comparison:
     def level(self, model: str, secret_class: str, component: str) -> Exposure | None:
         return self.run(model).exposure.level(secret_class, component)
 
+    @functools.cached_property
+    def _differing_cells(self) -> frozenset[tuple[str, str]]:
+        return frozenset((d.secret_class, d.component) for d in self.differences)
+
     def differs(self, secret_class: str, component: str) -> bool:
-        return any(d.secret_class == secret_class and d.component == component for d in self.differences)
+        return (secret_class, component) in self._differing_cells
 
     def device_names(self) -> list[str]:
         return _union(r.devices for r in self.runs)

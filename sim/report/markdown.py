@@ -6,6 +6,8 @@ Plots live in report.html only; this file names them so a reader knows where to 
 
 from __future__ import annotations
 
+import re
+
 from sim.report.compare import Comparison, format_ns
 from sim.report.tables import (
     DIFF_NOTE,
@@ -15,6 +17,7 @@ from sim.report.tables import (
     Mark,
     Section,
     Table,
+    crypto_table,
     device_table,
     exposure_table,
     firmware_table,
@@ -25,17 +28,18 @@ from sim.report.tables import (
     recovery_table,
     runs_table,
     secret_counts_table,
-    sequence_table,
     time_to_secure_table,
     trusted_base_table,
 )
 
 DIFFERS_MARKER = "≠"
 FAIL_MARKER = "✗"
+_EDGE_UNDERSCORE = re.compile(r"(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
 
 
 def code(text: str) -> str:
-    """An inline code span that survives backticks in the text (CommonMark: a longer fence)."""
+    """An inline code span that survives backticks in the text (CommonMark: a longer fence), on one line."""
+    text = " ".join(text.split("\n"))
     fence = "`"
     while fence in text:
         fence += "`"
@@ -44,10 +48,12 @@ def code(text: str) -> str:
 
 
 def _plain(text: str) -> str:
-    """Escape the characters that would start Markdown emphasis, links or HTML in prose."""
-    for ch in "\\`*_[]<>":
+    """Escape the characters that would start Markdown emphasis, links or HTML in prose; one line."""
+    text = " ".join(text.split("\n"))
+    for ch in "\\`*[]<>":
         text = text.replace(ch, "\\" + ch)
-    return text
+    # An underscore inside a word never starts emphasis in GFM; only escape it at a word's edge.
+    return _EDGE_UNDERSCORE.sub(r"\\_", text)
 
 
 def _cell(cell: Cell) -> str:
@@ -88,8 +94,8 @@ def render_markdown(cmp: Comparison, plot_names: list[str] | None = None) -> str
         lines += ["", _plain(" ".join(sc.description.split()))]
     failing = [r.name for r in cmp.runs if not r.ok]
     lines += ["", (f"**Result: FAIL** {FAIL_MARKER}: expectations failed under " + ", ".join(code(m) for m in failing)
-                   if failing else "**Result: ok**: every expectation held under every model."),
-              f"Exposure differences between models: {len(cmp.differences)}."]
+                   + "." if failing else "**Result: ok**: every expectation held under every model."),
+              "", f"Exposure differences between models: {len(cmp.differences)}."]
 
     _section(lines, Section.EXPECTATIONS)
     for r in cmp.runs:

@@ -15,6 +15,7 @@ import matplotlib.style
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
 
 from sim.report.compare import Comparison, DeviceRun, Transition
 
@@ -151,6 +152,7 @@ def queue_depth_png(comparison: Comparison) -> bytes | None:
         ax.set_ylim(bottom=0)
         ax.set_xlabel(f"simulated time ({unit})")
         ax.set_ylabel("queued commands")
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title("firmware queue depth")
         ax.grid(linestyle=":", linewidth=0.5)
         ax.legend(fontsize="small")
@@ -179,6 +181,7 @@ def secured_over_time_png(comparison: Comparison) -> bytes | None:
         ax.set_ylim(0, max(total for *_, total in curves) + 0.5)
         ax.set_xlabel(f"simulated time ({unit})")
         ax.set_ylabel("devices with a secure stream")
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title("time to secure")
         ax.grid(linestyle=":", linewidth=0.5)
         ax.legend(fontsize="small", loc="lower right")

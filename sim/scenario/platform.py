@@ -246,7 +246,7 @@ def _make_dsm(profile: ResponderProfile, identity: Identity, env: ProtocolEnv, s
 
 def meter_cost_ns(world: World, path: str, meter: CryptoMeter) -> int:
     """Drain ``meter`` and price its operations at the component class of ``path``."""
-    return sum(world.cost(path, Op(str(item.op)), nbytes=item.nbytes) for item in meter.drain())
+    return world.price_ops(path, ((str(item.op), item.nbytes) for item in meter.drain()))
 
 
 # --------------------------------------------------------------------------------------------

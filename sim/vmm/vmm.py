@@ -230,8 +230,10 @@ class Vmm:
 
     # -- fat: guest requests to the TSM ---------------------------------------------------------------
 
-    def relay_guest_request(self, guest: str, frame: bytes) -> SimGen[bytes]:
-        """Carry a GUEST_REQUEST frame guest -> VMM -> host's TSM driver -> firmware, and the answer back."""
+    def relay_guest_request(self, guest: str, device: str, frame: bytes) -> SimGen[bytes]:
+        """Carry a GUEST_REQUEST frame about ``device`` guest -> VMM -> host's TSM driver -> firmware,
+        and the answer back."""
+        self._check(guest, device)
         target = self.firmware
         if not hasattr(target, "issue"):
             raise RelayRefused("this platform's firmware is not a fat TSM")

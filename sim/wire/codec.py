@@ -135,9 +135,16 @@ class UInt(Spec):
         values[self.name] = to_enum(self.enum_type, v, r, self.name, start)
 
 
+_NO_MEMBERS: dict[int, Any] = {}
+
+
 def to_enum(enum_type: Any, v: int, r: Reader, field: str, offset: int) -> Any:
     if enum_type is None:
         return v
+    # Fast path: the member the enum call would return (every value seen once is in this map, flags included).
+    member = getattr(enum_type, "_value2member_map_", _NO_MEMBERS).get(v)
+    if member is not None:
+        return member
     if issubclass(enum_type, enum.IntFlag):
         return enum_type(v)
     try:
@@ -247,7 +254,10 @@ class LengthOf(Spec):
         v = values[self.target]
         if self.encoded:
             items = v if isinstance(v, tuple) else (v,)
-            return sum(len(item.encode(ctx)) for item in items)
+            encodings = tuple(item.encode(ctx) for item in items)
+            # the target's spec writes these same bytes instead of encoding every item a second time
+            values[_pre_encoded_key(self.target)] = encodings
+            return sum(len(e) for e in encodings)
         return len(v)
 
     def count(self, values: dict[str, Any], ctx: Any) -> int:
@@ -258,6 +268,8 @@ class LengthOf(Spec):
         if not 0 <= n < (1 << (8 * self.size)):
             raise EncodeError(f"length field '{self.name}' = {n} does not fit in {self.size} bytes")
         out += n.to_bytes(self.size, self.order)
+        # what a decoder would store: lets the target check its size against it
+        values[self.name] = (n - self.adjust) * self.unit
 
     def decode(self, r: Reader, values: dict[str, Any], ctx: Any) -> None:
         start = r.offset()
@@ -265,6 +277,11 @@ class LengthOf(Spec):
         if n < self.adjust:
             raise r.fail(self.name, f"value {n} is below the minimum {self.adjust}", start)
         values[self.name] = (n - self.adjust) * self.unit
+
+
+def _pre_encoded_key(target: str) -> str:
+    """Where LengthOf(encoded=True) leaves the target's item encodings in the encode values (not a field name)."""
+    return "\0encoded:" + target
 
 
 class Struct(Spec):
@@ -277,7 +294,8 @@ class Struct(Spec):
         v = values[self.name]
         if not isinstance(v, self.cls):
             raise EncodeError(f"field '{self.name}' must be a {self.cls.__name__}")
-        out += v.encode(ctx)
+        pre = values.get(_pre_encoded_key(self.name))
+        out += pre[0] if pre is not None and len(pre) == 1 else v.encode(ctx)
 
     def decode(self, r: Reader, values: dict[str, Any], ctx: Any) -> None:
         try:
@@ -325,6 +343,13 @@ class Array(Spec):
             n = resolve(self.count, values, ctx, self.name)
             if len(items) != n:
                 raise EncodeError(f"field '{self.name}' must hold {n} items, holds {len(items)}")
+        pre = values.get(_pre_encoded_key(self.name))
+        if pre is not None and len(pre) == len(items) and not isinstance(self.cls, UInt):
+            for item, encoding in zip(items, pre, strict=True):
+                if not isinstance(item, self.cls):
+                    raise EncodeError(f"items of '{self.name}' must be {self.cls.__name__}")
+                out += encoding
+            return
         for item in items:
             out += self._encode_item(item, ctx)
 
@@ -390,6 +415,46 @@ class Bits(Spec):
 # --------------------------------------------------------------------------------------------
 
 
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+_FIELD_SETS: dict[type, frozenset[str]] = {}
+
+
+def _field_names(cls: type) -> tuple[str, ...]:
+    """The dataclass attribute names of a message class, computed once per class (encode/decode are hot)."""
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls))
+        _FIELD_SETS[cls] = frozenset(names)
+    return names
+
+
+def _field_set(cls: type) -> frozenset[str]:
+    fields = _FIELD_SETS.get(cls)
+    if fields is None:
+        _field_names(cls)
+        fields = _FIELD_SETS[cls]
+    return fields
+
+
+# Per-class layout plans: each spec with what the encode/decode loops ask of it on every call, looked
+# up once. A plan is rebuilt if the class's LAYOUT tuple is replaced.
+_EncodeStep = tuple[Cond | None, bool, str, Callable[[dict[str, Any], Any, bytearray], None]]
+_DecodeStep = tuple[Cond | None, bool, str, Callable[[Reader, dict[str, Any], Any], None]]
+_PLANS: dict[type, tuple[tuple[Spec, ...], tuple[_EncodeStep, ...], tuple[_DecodeStep, ...]]] = {}
+
+
+def _plan(cls: type[Message]) -> tuple[tuple[_EncodeStep, ...], tuple[_DecodeStep, ...]]:
+    layout = cls.LAYOUT
+    plan = _PLANS.get(cls)
+    if plan is None or plan[0] is not layout:
+        encode = tuple((spec.when, spec.derived, spec.name, spec.encode) for spec in layout)
+        # on decode, an absent attribute (not derived, not Bits) is stored as None
+        decode = tuple((spec.when, spec.derived or isinstance(spec, Bits), spec.name, spec.decode)
+                       for spec in layout)
+        plan = _PLANS[cls] = (layout, encode, decode)
+    return plan[1], plan[2]
+
+
 def _attr_names(layout: Sequence[Spec]) -> set[str]:
     names: set[str] = set()
     for spec in layout:
@@ -421,35 +486,32 @@ class Message:
             raise TypeError(f"{cls.__name__}: attributes {sorted(attrs)} != layout fields {sorted(wired)}")
 
     def field_values(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {name: getattr(self, name) for name in _field_names(type(self))}
 
     def encode(self, ctx: Any = None) -> bytes:
         values = self.field_values()
         out = bytearray()
         # derived lengths need the target's value: they read it straight from `values`
-        for spec in self.LAYOUT:
-            if not spec.present(values, ctx):
+        for when, derived, name, encode in _plan(type(self))[0]:
+            if when is not None and not when(values, ctx):
                 continue
-            if not spec.derived and values.get(spec.name) is None:
-                raise EncodeError(f"{self.NAME}: field '{spec.name}' is required here but is None")
-            spec.encode(values, ctx, out)
-            if isinstance(spec, LengthOf):
-                # what a decoder would store: lets the target check its size against it
-                values[spec.name] = (spec.count(values, ctx) - spec.adjust) * spec.unit
+            if not derived and values.get(name) is None:
+                raise EncodeError(f"{self.NAME}: field '{name}' is required here but is None")
+            encode(values, ctx, out)
         return bytes(out)
 
     @classmethod
     def decode_from(cls: type[M], r: Reader, ctx: Any = None, *, whole: bool = False) -> M:
         values: dict[str, Any] = {}
-        for spec in cls.LAYOUT:
-            if not spec.present(values, ctx):
-                if not spec.derived and not isinstance(spec, Bits):
-                    values[spec.name] = None
+        for when, derived_or_bits, name, decode in _plan(cls)[1]:
+            if when is not None and not when(values, ctx):
+                if not derived_or_bits:
+                    values[name] = None
                 continue
-            spec.decode(r, values, ctx)
+            decode(r, values, ctx)
         if whole and r.remaining:
             raise r.fail("(end)", f"{r.remaining} unexpected trailing bytes after {cls.NAME}")
-        attrs = {f.name for f in dataclasses.fields(cls)}
+        attrs = _field_set(cls)
         try:
             obj = cls(**{k: v for k, v in values.items() if k in attrs})
         except (TypeError, ValueError) as exc:  # a field validator refused a decoded value

@@ -37,6 +37,8 @@ class SecuredFraming:
     max_padding: int = 3
 
 
+_SEQ_NUM_SIZES = frozenset(int(s) for s in SeqNumSize)
+
 PCI_DOE_FRAMING = SecuredFraming(SeqNumSize.NONE, 3)  # DOE pads to a DW (§1.3)
 MCTP_FRAMING = SecuredFraming(SeqNumSize.MCTP, 0)
 LIBSPDM_TEST_FRAMING = SecuredFraming(SeqNumSize.EIGHT, 0)
@@ -66,7 +68,7 @@ class _FramingParam(Spec):
         self.name = name
 
     def encode(self, values: dict[str, Any], ctx: Any, out: bytearray) -> None:
-        if int(values[self.name]) not in set(SeqNumSize):  # refuse sizes no binding uses
+        if int(values[self.name]) not in _SEQ_NUM_SIZES:  # refuse sizes no binding uses
             raise EncodeError(f"seq_num_size {values[self.name]} is not one of {[int(s) for s in SeqNumSize]}")
 
     def decode(self, r: Reader, values: dict[str, Any], ctx: Any) -> None:
@@ -111,6 +113,21 @@ R = TypeVar("R", bound="_Record")
 
 def _header_len(seq_num_size: int) -> int:
     return 4 + int(seq_num_size) + 2
+
+
+def _quick_header(session_id: int, seq_num: int, seq_num_size: int, body_len: int, mac: bytes) -> bytes | None:
+    """SessionID ‖ SeqNum ‖ Length without encoding the body (the AAD of every record, so it is hot).
+
+    None when a field would not encode; the caller then goes through encode(), which says why.
+    """
+    try:
+        size, sid, seq, length = int(seq_num_size), int(session_id), int(seq_num), body_len + MAC_BYTES
+    except (TypeError, ValueError):
+        return None
+    if (size in _SEQ_NUM_SIZES and 0 <= sid <= 0xFFFF_FFFF and 0 <= seq < 1 << (8 * size) and length <= 0xFFFF
+            and isinstance(mac, bytes | bytearray) and len(mac) == MAC_BYTES):
+        return sid.to_bytes(4, "little") + seq.to_bytes(size, "little") + length.to_bytes(2, "little")
+    return None
 
 
 class _Record(Message):
@@ -163,7 +180,8 @@ class SecuredRecord(_Record):
 
     def aad(self) -> bytes:
         """Associated data of the AEAD: SessionID ‖ SeqNum ‖ Length, exactly as on the wire."""
-        return self.encode()[: _header_len(self.seq_num_size)]
+        header = _quick_header(self.session_id, self.seq_num, self.seq_num_size, len(self.ciphertext), self.mac)
+        return header if header is not None else self.encode()[: _header_len(self.seq_num_size)]
 
     def summary(self) -> str:
         seq = f" seq={self.seq_num}" if self.seq_num_size else ""
@@ -198,11 +216,13 @@ class MacOnlyRecord(_Record):
 
     def header(self) -> bytes:
         """SessionID ‖ SeqNum ‖ Length as on the wire."""
-        return self.encode()[: _header_len(self.seq_num_size)]
+        header = _quick_header(self.session_id, self.seq_num, self.seq_num_size, len(self.app_data), self.mac)
+        return header if header is not None else self.encode()[: _header_len(self.seq_num_size)]
 
     def aad(self) -> bytes:
         """Associated data of the AEAD: everything before the MAC (the plaintext is empty)."""
-        return self.encode()[:-MAC_BYTES]
+        header = _quick_header(self.session_id, self.seq_num, self.seq_num_size, len(self.app_data), self.mac)
+        return header + bytes(self.app_data) if header is not None else self.encode()[:-MAC_BYTES]
 
     def summary(self) -> str:
         seq = f" seq={self.seq_num}" if self.seq_num_size else ""

@@ -252,3 +252,31 @@ def test_one_core_serializes_commands() -> None:
     first, second = core.records
     assert first.wait_ns == 0 and second.wait_ns > 0
     assert second.started_ns >= first.finished_ns
+
+
+def test_thin_host_secures_its_devices_through_the_service() -> None:
+    """The host kernel's securing flow with the service as its key path (the thin-host wiring)."""
+    from sim.firmware.keyslot_service import KeySlotRequestHandler
+    from sim.host.kernel import HostKernel, HostPolicy
+    from sim.protocols.spdm.policy import VerificationPolicy
+
+    world = World(2)
+    platform = build_platform(world, PlatformSpec.uniform(2, key_principals=frozenset({KEYSLOT_PRINCIPAL})))
+    host = HostKernel(world, platform, HostPolicy(
+        verification=VerificationPolicy.trusting(*(d.identity for d in platform.devices))))
+    service = KeySlotService(world, platform)
+    host.platform_handler = KeySlotRequestHandler(platform, KeySlotClient.direct(service, "host"),
+                                                  enable=host.enable_stream, disable=host.disable_stream)
+    host.start()
+    world.run()
+    assert all(d.secured for d in host.devices.values())
+    for rp in platform.root_ports.values():
+        assert rp.stream_state(0).name == "SECURE"
+        assert set(rp.key_port.writers(0).values()) == {KEYSLOT_PRINCIPAL}
+        assert rp.block_owner(0) == "host"
+    commands = [r.command for r in service.core.records]
+    assert commands.count("ALLOCATE_STREAM") == 2 and commands.count("PROGRAM_KEY") == 12
+    assert commands.count("SET_GO") == 12
+    m = world.exposure.matrix()
+    assert m.get(SecretClass.IDE_KEY, "host") is Exposure.GENERATED
+    assert m.get(SecretClass.IDE_KEY, "firmware") is Exposure.SAW_PLAINTEXT

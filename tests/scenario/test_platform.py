@@ -29,6 +29,7 @@ from sim.scenario.platform import (
     tdi_function_ids,
 )
 from sim.wire.doe import DoeObject, DoeObjectType
+from sim.wire.ide_km import Direction, KeySet, KpAckStatus, SubStream
 from sim.wire.spdm.common import ResponseCode
 
 GET_VERSION = bytes.fromhex("10840000")
@@ -116,7 +117,11 @@ def test_dsm_secrets_are_owned_by_the_dsm_path() -> None:
 def test_dsm_is_wired_to_the_endpoint_ide_engine_and_tdis() -> None:
     p = build_platform(World(3), four_devices())
     gpu = p.device("gpu0")
-    assert gpu.dsm.ide_km.slots is gpu.endpoint.ide
+    # the DSM's IDE_KM key slots are the endpoint's IDE engine, under the endpoint's port index
+    before = gpu.endpoint.ide.slot_count()
+    status = gpu.dsm.ide_km.slots.program(gpu.endpoint.ide_port_index, 1, KeySet.K0, Direction.RX, SubStream.PR,
+                                          bytes(32), bytes(8))
+    assert status is KpAckStatus.SUCCESS and gpu.endpoint.ide.slot_count() == before + 1
     assert gpu.dsm.hardware is gpu.endpoint.hardware
     assert sorted(k[0] for k in gpu.dsm.tdisp.tdis) == [3 << 8, 3 << 8 | 1]
     assert gpu.responder is gpu.dsm.spdm

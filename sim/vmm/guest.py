@@ -1,0 +1,525 @@
+"""A confidential guest that is given a device: verifies it, accepts its TDI, uses it, watches it.
+
+What the guest does depends on the trust model (``trust-design.md``):
+
+* **thin-guest / thin-vmm** — the guest *is* the device's owner: it runs the one securing flow
+  (:mod:`sim.protocols.tsm`) itself at guest-vCPU costs: attestation against its own policy, its own
+  SPDM session, IDE keys from its own random stream, TDISP LOCK -> report check -> START. Its DOE
+  objects go through the VMM relay (secured records are ciphertext to the VMM and the host); its Root
+  Port key requests go to the thin key-slot service over the sealed guest channel (thin-guest) or,
+  with no firmware service, to the VMM in the clear (thin-vmm), which writes the slots itself.
+* **fat** — the firmware TSM owns the device; the VMM binds the TDI through the host's TSM driver, and
+  the guest only receives evidence: GUEST_REQUEST TDI_INFO returns the report and SHA-384 digests of
+  certificates, measurements and report; the guest checks the blobs against the digests and its
+  policy (trusted roots, expected measurements, expected report fields), then asks the firmware to
+  START the interface (GUEST_REQUEST STATE_CHANGE).
+
+Accepting a TDI moves it to RUN; the guest then does MMIO to the device and has the device DMA into
+its memory, through the real Root Port and link (the bytes on the link are IDE ciphertext when the
+stream is Secure). It notices a TDI leaving RUN by periodic checks (TDISP GET_DEVICE_INTERFACE_STATE
+in thin models, the firmware's TDI_STATE in fat) or by the VMM's reset notice, and records when.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Callable
+from typing import Any
+
+from sim.crypto.algorithms import BaseHashAlgo
+from sim.crypto.hashes import digest
+from sim.crypto.identity import verify_spdm_cert_chain
+from sim.engine.runner import SimGen, drive
+from sim.engine.timing import ComponentClass, Op
+from sim.engine.trace import Channel
+from sim.engine.world import World
+from sim.firmware.commands import (
+    FwFrame,
+    FwStatus,
+    GuestRequest,
+    GuestRequestType,
+    GuestStateRsp,
+    TdiInfo,
+    decode_frame,
+    request,
+)
+from sim.firmware.core import peek_secured_record, trace_phase
+from sim.firmware.keyslot_service import GuestChannelEnd, GuestChannelSender, KeySlotClient, KeySlotRequestHandler
+from sim.protocols.env import ProtocolEnv
+from sim.protocols.flow import Outbound
+from sim.protocols.ide_km import PcisigFailure
+from sim.protocols.spdm.outcome import Ok
+from sim.protocols.spdm.policy import VerificationPolicy
+from sim.protocols.spdm.requester import RequesterConfig, SpdmRequester
+from sim.protocols.tdisp import InterfaceReport, TdispRequester
+from sim.protocols.tsm import (
+    PhaseMark,
+    SecuredDevice,
+    TsmFailure,
+    accept_and_start,
+    secure_device,
+    teardown,
+)
+from sim.scenario.platform import DeviceHandle, Platform
+from sim.vmm.vmm import LOST_EVENT_KINDS, Vmm
+from sim.wire.codec import DecodeError, Reader
+from sim.wire.doe import DoeObjectType
+from sim.wire.spdm.measurements import MeasurementBlock
+from sim.wire.tdisp import InterfaceId, InterfaceInfo, MmioRangeAttributes, TdiReport, TdiState
+from sim.wire.tlp import CompletionHeader, CplStatus, MemRequestHeader, Tlp
+
+MMIO_READ_TIMEOUT_NS = 1_000_000      # a completion timeout far above any modeled link latency
+DMA_SETTLE_NS = 10_000                # time for posted DMA writes to cross the link
+
+
+class GuestModel(enum.StrEnum):
+    """The trust models in which a guest owns or receives a device."""
+
+    FAT = "fat"
+    THIN_GUEST = "thin-guest"
+    THIN_VMM = "thin-vmm"
+
+
+@dataclasses.dataclass(frozen=True)
+class ReportExpectation:
+    """What the guest requires of a TDI's interface report (TDISP §11.3.11, PROTOCOLS.md §6.4)."""
+
+    info_set: InterfaceInfo = InterfaceInfo(0)       # interface_info bits that must be set
+    info_clear: InterfaceInfo = InterfaceInfo(0)     # ... and bits that must be clear
+    mmio_ranges: int | None = None                   # exact number of MMIO ranges, if given
+    allow_non_tee_mmio: bool = True                  # whether IS_NON_TEE_MEM ranges are acceptable
+
+    def problems(self, report: TdiReport) -> list[str]:
+        out: list[str] = []
+        info = InterfaceInfo(report.interface_info)
+        if (info & self.info_set) != self.info_set:
+            out.append(f"interface_info {int(info):#x} lacks {int(self.info_set & ~info):#x}")
+        if info & self.info_clear:
+            out.append(f"interface_info {int(info):#x} has forbidden bits {int(info & self.info_clear):#x}")
+        if self.mmio_ranges is not None and len(report.mmio_ranges) != self.mmio_ranges:
+            out.append(f"{len(report.mmio_ranges)} MMIO ranges, expected {self.mmio_ranges}")
+        if not self.allow_non_tee_mmio and any(r.attributes & MmioRangeAttributes.IS_NON_TEE_MEM
+                                               for r in report.mmio_ranges):
+            out.append("a range is non-TEE memory")
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class GuestPolicy:
+    """The guest's verification policy: trusted roots and expected measurements (``verification``,
+    which also says whether measurements must be signed) and expected interface-report fields."""
+
+    verification: VerificationPolicy = VerificationPolicy()
+    report: ReportExpectation = ReportExpectation()
+    requester: RequesterConfig = RequesterConfig()
+
+
+@dataclasses.dataclass
+class Outage:
+    """One time the guest saw its TDI leave RUN, how it found out, and when it was accepted again."""
+
+    left_ns: int
+    how: str
+    back_ns: int | None = None
+
+    def duration_ns(self, now: int) -> int:
+        return (self.back_ns if self.back_ns is not None else now) - self.left_ns
+
+
+@dataclasses.dataclass
+class TdiRecord:
+    """What the guest knows about one of its TDIs and when things happened to it (times in ns).
+
+    ``left_run_ns``/``left_run_how`` describe the current outage (None while the TDI runs);
+    ``outages`` keeps every one, closed when the guest accepts the TDI again.
+    """
+
+    device: str
+    function: int
+    state: TdiState | None = None
+    secure_started_ns: int | None = None
+    accepted_ns: int | None = None
+    left_run_ns: int | None = None
+    left_run_how: str = ""
+    failure: str = ""
+    history: list[tuple[int, str]] = dataclasses.field(default_factory=list)
+    outages: list[Outage] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
+class _Owned:
+    """A thin-model guest's ownership state for one device."""
+
+    requester: SpdmRequester
+    env: ProtocolEnv
+    secured: SecuredDevice | None = None
+
+
+class Guest:
+    """Component ``name`` (guest-vcpu). See the module docstring."""
+
+    def __init__(self, world: World, name: str, policy: GuestPolicy, vmm: Vmm, firmware: Any,
+                 model: GuestModel | str, *, recover_on_reset: bool = True, register: bool = True) -> None:
+        self.world = world
+        self.name = name
+        self.policy = policy
+        self.vmm = vmm
+        self.firmware = firmware
+        self.model = GuestModel(model)
+        self.recover_on_reset = recover_on_reset
+        if register:
+            world.register(name, self, ComponentClass.GUEST_VCPU)
+        self.platform: Platform | None = vmm.platform
+        self.tdis: dict[tuple[str, int], TdiRecord] = {}
+        self.notices: list[tuple[int, str, str]] = []
+        self._owned: dict[str, _Owned] = {}
+        self._rng = world.rng(name)
+        self._attempts = 0
+        self._tag = 0
+        self._slots: KeySlotRequestHandler | None = None
+        self._securing: set[str] = set()
+        self.phase_listeners: list[Callable[[PhaseMark], None]] = []
+        self.channel: GuestChannelEnd | None = None
+        self.guest_id: int | None = None
+        vmm.attach_guest(self)
+        launched = firmware.launch_guest(name) if firmware is not None and hasattr(firmware, "launch_guest") \
+            else None
+        if isinstance(launched, GuestChannelEnd):
+            self.channel = launched
+        elif isinstance(launched, int):
+            self.guest_id = launched
+        if self.model is GuestModel.THIN_GUEST and self.channel is None:
+            raise ValueError(f"{name}: thin-guest needs a firmware key-slot service with a guest channel")
+        if self.model is GuestModel.FAT and self.guest_id is None:
+            raise ValueError(f"{name}: fat needs a fat TSM firmware")
+
+    # ==============================================================================================
+    # bookkeeping
+    # ==============================================================================================
+
+    def tdi(self, device: str, function: int = 0) -> TdiRecord:
+        key = (device, function)
+        if key not in self.tdis:
+            self.tdis[key] = TdiRecord(device, function)
+        return self.tdis[key]
+
+    def _note(self, rec: TdiRecord, what: str) -> None:
+        rec.history.append((self.world.now, what))
+        self.world.trace.emit(self.name, self._device_path(rec.device), Channel.LINK, b"",
+                              f"{self.name}: {rec.device} fn{rec.function} {what}")
+
+    def _device_path(self, device: str) -> str:
+        return self._handle(device).path if self.platform is not None else device
+
+    def _handle(self, device: str) -> DeviceHandle:
+        if self.platform is None:
+            raise RuntimeError("the VMM gave the guest no platform to look devices up in")
+        return self.platform.device(device)
+
+    def _left_run(self, rec: TdiRecord, how: str) -> None:
+        if rec.state is TdiState.RUN and rec.left_run_ns is None:
+            rec.left_run_ns = self.world.now
+            rec.left_run_how = how
+            rec.outages.append(Outage(self.world.now, how))
+            self._note(rec, f"left RUN ({how})")
+        if rec.state is TdiState.RUN:
+            rec.state = None
+
+    # ==============================================================================================
+    # thin models: the guest runs the securing flow
+    # ==============================================================================================
+
+    def secure(self, device: str, function: int = 0) -> SimGen[bool]:
+        """Attest, key and lock the device, check the report, START: the TDI is in RUN on success."""
+        if self.model is GuestModel.FAT:
+            return (yield from self.accept_fat(device, function))
+        if device in self._securing:
+            return False   # already under way (e.g. a reset notice while a check re-secures)
+        self._securing.add(device)
+        try:
+            return (yield from self._secure(device, function))
+        finally:
+            self._securing.discard(device)
+
+    def _secure(self, device: str, function: int) -> SimGen[bool]:
+        rec = self.tdi(device, function)
+        rec.secure_started_ns = self.world.now
+        if self._owned.pop(device, None) is not None:  # owned before (a reset): give its streams back first
+            yield from self._release_streams(device)
+        self._attempts += 1
+        env = ProtocolEnv(self._rng.child(f"{device}:{self._attempts}"), self.name, self.world.exposure)
+        owned = self._owned[device] = _Owned(SpdmRequester(self.policy.requester, self.policy.verification, env),
+                                             env)
+        transport = self._transport(device, owned)
+        result = yield from drive(self.world, self.name, env.meter,
+                                  secure_device(owned.requester, env, device), transport)
+        if isinstance(result, TsmFailure):
+            yield from self._release_streams(device)   # a stream the failed flow took is given back
+            return self._failed(rec, str(result))
+        owned.secured = result.value
+        interface = InterfaceId(self._handle(device).endpoint.requester_id(function))
+        started = yield from drive(self.world, self.name, env.meter,
+                                   accept_and_start(owned.requester, owned.secured, interface, self._judge_report),
+                                   transport)
+        if isinstance(started, TsmFailure):
+            return self._failed(rec, str(started))
+        return self._accepted(rec)
+
+    def release(self, device: str, function: int = 0) -> SimGen[bool]:
+        """Give the device up (thin models): STOP the TDI, stop the stream Tx first, END_SESSION, and
+        return the stream to the key-slot path (``tsm.teardown``)."""
+        owned = self._owned.pop(device, None)
+        if owned is None or owned.secured is None:
+            return False
+        result = yield from drive(self.world, self.name, owned.env.meter,
+                                  teardown(owned.requester, owned.env, owned.secured),
+                                  self._transport(device, owned))
+        rec = self.tdi(device, function)
+        self._left_run(rec, "released by the guest")
+        rec.state = TdiState.CONFIG_UNLOCKED
+        self._note(rec, "released")
+        return not isinstance(result, TsmFailure)
+
+    def _release_streams(self, device: str) -> SimGen[None]:
+        yield from self._handler().release_all(device)
+
+    def _judge_report(self, report: InterfaceReport) -> str | None:
+        problems = self.policy.report.problems(report.report)
+        return "; ".join(problems) if problems else None
+
+    def _failed(self, rec: TdiRecord, why: str) -> bool:
+        rec.failure = why
+        self._note(rec, f"not accepted: {why}")
+        return False
+
+    def _accepted(self, rec: TdiRecord) -> bool:
+        rec.state = TdiState.RUN
+        rec.accepted_ns = self.world.now
+        rec.left_run_ns, rec.left_run_how, rec.failure = None, "", ""
+        if rec.outages and rec.outages[-1].back_ns is None:
+            rec.outages[-1].back_ns = self.world.now
+        self._note(rec, "accepted: RUN")
+        return True
+
+    def _transport(self, device: str, owned: _Owned) -> Callable[[Any], SimGen[Any]]:
+        def transport(message: Any) -> SimGen[Any]:
+            if isinstance(message, Outbound):
+                secured = DoeObjectType(message.object_type) is DoeObjectType.SECURED_SPDM
+                plain = peek_secured_record(owned.requester.sessions, message.payload, outgoing=True) \
+                    if secured else None
+                peek = (lambda answer: peek_secured_record(owned.requester.sessions, answer, outgoing=False)) \
+                    if secured else None
+                answer = yield from self.vmm.relay_doe(self.name, device, DoeObjectType(message.object_type),
+                                                       message.payload, secured_plaintext=plain,
+                                                       response_plaintext=peek)
+                if answer is not None and peek is not None:
+                    opened = peek(answer)
+                    if opened is not None:  # the guest is the session's end: it reads the message
+                        self.world.exposure.observe_stored(self.name, opened)
+                return answer
+            if isinstance(message, PhaseMark):
+                trace_phase(self.world, self.name, self._device_path(device), message)
+                for listener in list(self.phase_listeners):
+                    listener(message)
+                return None
+            return (yield from self._platform_request(device, owned, message))
+        return transport
+
+    def _key_client(self) -> KeySlotClient:
+        if self.model is GuestModel.THIN_GUEST:
+            assert self.channel is not None
+            return KeySlotClient(GuestChannelSender(self.world, self.name, self.channel,
+                                                    self.vmm.sealed_relay_for(self.name)))
+        return KeySlotClient(self.vmm.hypercall_sender_for(self.name))
+
+    def _handler(self) -> KeySlotRequestHandler:
+        """Key-slot commands over the sealed channel (thin-guest) or in the clear to the VMM (thin-vmm);
+        the stream registers through the VMM (they are not secret)."""
+        if self._slots is None:
+            assert self.platform is not None
+            self._slots = KeySlotRequestHandler(
+                self.platform, self._key_client(),
+                enable=lambda device, block, sid: self.vmm.enable_stream(self.name, device, block, sid),
+                disable=lambda device, block, sid: self.vmm.disable_stream(self.name, device, block, sid))
+        return self._slots
+
+    def _platform_request(self, device: str, owned: _Owned, req: Any) -> SimGen[Any]:
+        return (yield from self._handler()(device, req))
+
+    # ==============================================================================================
+    # fat: the guest receives the firmware's evidence
+    # ==============================================================================================
+
+    def _guest_request(self, device: str, function: int, kind: GuestRequestType) -> SimGen[FwFrame]:
+        handle = self.firmware.handle_of(device) if hasattr(self.firmware, "handle_of") else None
+        frame = request(GuestRequest(self.guest_id or 0, handle or 0, function, kind)).encode()
+        yield self.world.delay(self.name, Op.FW_COMMAND_DISPATCH)
+        answer = yield from self.vmm.relay_guest_request(self.name, device, frame)
+        return decode_frame(answer)
+
+    def accept_fat(self, device: str, function: int = 0) -> SimGen[bool]:
+        """TDI_INFO -> verify the evidence against the policy -> STATE_CHANGE (START) -> RUN."""
+        rec = self.tdi(device, function)
+        rec.secure_started_ns = self.world.now
+        info = yield from self._guest_request(device, function, GuestRequestType.TDI_INFO)
+        if info.status is not FwStatus.SUCCESS or not isinstance(info.body, TdiInfo):
+            return self._failed(rec, f"TDI_INFO: {info.status.name if info.status else '?'}")
+        body = info.body
+        nbytes = len(body.certificates) + len(body.measurements) + len(body.report)
+        yield self.world.delay(self.name, Op.HASH_PER_KIB, nbytes=nbytes)
+        problems = self.evidence_problems(body)
+        if problems:
+            return self._failed(rec, "; ".join(problems))
+        started = yield from self._guest_request(device, function, GuestRequestType.STATE_CHANGE)
+        if started.status is not FwStatus.SUCCESS or not isinstance(started.body, GuestStateRsp) \
+                or started.body.state is not TdiState.RUN:
+            return self._failed(rec, f"START: {started.status.name if started.status else '?'}")
+        return self._accepted(rec)
+
+    def evidence_problems(self, info: TdiInfo) -> list[str]:
+        """Why the firmware's evidence does not satisfy this guest's policy ([] when it does)."""
+        out: list[str] = []
+        for what, blob, want in (("certificates", info.certificates, info.certificates_digest),
+                                 ("measurements", info.measurements, info.measurements_digest),
+                                 ("report", info.report, info.report_digest)):
+            if digest(BaseHashAlgo.SHA_384, blob) != want:
+                out.append(f"{what} do not match their SHA-384 digest")
+        verification = self.policy.verification
+        chain_ok = False
+        for algo in (BaseHashAlgo.SHA_384, BaseHashAlgo.SHA_256):
+            result = verify_spdm_cert_chain(algo, info.certificates, verification.trusted_roots,
+                                            at=verification.validation_time)
+            if result.ok:
+                chain_ok = True
+                break
+        if not chain_ok:
+            out.append(f"certificate chain does not verify against the guest's roots ({result.status.name})")
+        try:
+            blocks = _measurement_blocks(info.measurements)
+        except DecodeError as exc:
+            out.append(f"measurement record: {exc}")
+        else:
+            out.extend(verification.measurement_problems(blocks))
+        try:
+            report = TdiReport.decode(info.report)
+        except DecodeError as exc:
+            out.append(f"report: {exc}")
+        else:
+            out.extend(self.policy.report.problems(report))
+        return out
+
+    # ==============================================================================================
+    # watching a TDI
+    # ==============================================================================================
+
+    def check_state(self, device: str, function: int = 0) -> SimGen[TdiState | None]:
+        """Ask the device (thin: TDISP GET_DEVICE_INTERFACE_STATE in the guest's session; fat: the
+        firmware's TDI_STATE) what state the TDI is in; None when there is no answer."""
+        rec = self.tdi(device, function)
+        state: TdiState | None = None
+        if self.model is GuestModel.FAT:
+            got = yield from self._guest_request(device, function, GuestRequestType.TDI_STATE)
+            if got.status is FwStatus.SUCCESS and isinstance(got.body, GuestStateRsp):
+                state = got.body.state
+        else:
+            owned = self._owned.get(device)
+            if owned is not None and owned.secured is not None and not owned.secured.session.ended:
+                tdisp = TdispRequester.over_session(owned.requester, owned.secured.session)
+                interface = InterfaceId(self._handle(device).endpoint.requester_id(function))
+                result = yield from drive(self.world, self.name, owned.env.meter, tdisp.state(interface),
+                                          self._transport(device, owned))
+                if isinstance(result, Ok):
+                    state = result.value
+                elif isinstance(result, PcisigFailure):
+                    state = None
+        if state is not TdiState.RUN:
+            self._left_run(rec, f"state check: {state.name if state is not None else 'no answer'}")
+        return state
+
+    def watch(self, device: str, function: int = 0, *, period_ns: int = 10_000_000,
+              until_ns: int | None = None) -> SimGen[int | None]:
+        """Check the TDI every ``period_ns`` while it is in RUN; returns when it left RUN (or None)."""
+        rec = self.tdi(device, function)
+        while rec.state is TdiState.RUN and (until_ns is None or self.world.now < until_ns):
+            yield self.world.timeout(period_ns)
+            if rec.state is not TdiState.RUN:
+                break
+            yield from self.check_state(device, function)
+        return rec.left_run_ns
+
+    def on_reset_notice(self, device: str, reason: str) -> None:
+        """The VMM says the host reset (or lost) an assigned device, or that it is usable again."""
+        self.notices.append((self.world.now, device, reason))
+        for (dev, _fn), rec in self.tdis.items():
+            if dev != device:
+                continue
+            if reason in LOST_EVENT_KINDS:
+                self._left_run(rec, f"VMM notice: {reason}")
+        if reason not in LOST_EVENT_KINDS and self.recover_on_reset and self.model is not GuestModel.FAT:
+            for (dev, fn), rec in list(self.tdis.items()):
+                if dev == device and rec.state is not TdiState.RUN:
+                    self.world.process(self.secure(dev, fn))
+
+    # ==============================================================================================
+    # using the device: MMIO and DMA through the real Root Port and link
+    # ==============================================================================================
+
+    def _next_tag(self) -> int:
+        self._tag = (self._tag + 1) & 0xFF
+        return self._tag
+
+    def bar_address(self, device: str, function: int = 0, bar: int = 0) -> int:
+        return self._handle(device).endpoint.functions[function].header.bar_address(bar)
+
+    def mmio_write(self, device: str, offset: int, data: bytes, *, function: int = 0, bar: int = 0) -> None:
+        """A store to the TDI's BAR: a MWr from the Root Port (IDE-sealed on the link when Secure)."""
+        if len(data) % 4 or not data:
+            raise ValueError("MMIO writes are whole DWs")
+        handle = self._handle(device)
+        address = self.bar_address(device, function, bar) + offset
+        header = MemRequestHeader.write(handle.root_port.requester_id, self._next_tag(), address, len(data) // 4)
+        handle.root_port.send_tlp(Tlp(header, bytes(data)))
+
+    def mmio_read(self, device: str, offset: int, length: int = 4, *, function: int = 0,
+                  bar: int = 0) -> SimGen[bytes | None]:
+        """A load from the TDI's BAR: MRd, wait for the completion (None on UR or timeout)."""
+        handle = self._handle(device)
+        rp = handle.root_port
+        tag = self._next_tag()
+        done = self.world.env.event()
+
+        def on_completion(tlp: Tlp) -> None:
+            header = tlp.header
+            if isinstance(header, CompletionHeader) and header.tag == tag and not done.triggered:
+                done.succeed(tlp.data if header.status == CplStatus.SC else None)
+
+        rp.completion_listeners.append(on_completion)
+        try:
+            address = self.bar_address(device, function, bar) + offset
+            rp.send_tlp(Tlp(MemRequestHeader.read(rp.requester_id, tag, address, (length + 3) // 4), b""))
+            timeout = self.world.timeout(MMIO_READ_TIMEOUT_NS)
+            yield done | timeout
+        finally:
+            rp.completion_listeners.remove(on_completion)
+        return done.value[:length] if done.triggered and done.value is not None else None
+
+    def device_dma(self, device: str, address: int, data: bytes, *, function: int = 0) -> SimGen[bool]:
+        """Have the device write ``data`` into guest memory (TEE request when the TDI runs); True if it
+        arrived intact."""
+        handle = self._handle(device)
+        rec = self.tdis.get((device, function))
+        tee = rec is not None and rec.state is TdiState.RUN
+        if not handle.endpoint.dma_write(function, address, bytes(data), tee=tee):
+            return False
+        yield self.world.timeout(DMA_SETTLE_NS)
+        padded = bytes(data) + bytes(-len(data) % 4)
+        return handle.root_port.host_memory.read(address, len(padded)) == padded
+
+
+def _measurement_blocks(record: bytes) -> tuple[MeasurementBlock, ...]:
+    r = Reader(record, "MeasurementRecord")
+    blocks: list[MeasurementBlock] = []
+    while r.remaining:
+        blocks.append(MeasurementBlock.decode_from(r))
+    return tuple(blocks)
