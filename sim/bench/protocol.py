@@ -339,7 +339,7 @@ class OpCost:
     cpu_ns: int
 
 
-def _median(values: Sequence[int]) -> float:
+def _median(values: Sequence[float]) -> float:
     return float(statistics.median(values)) if values else 0.0
 
 
@@ -380,6 +380,11 @@ class ProtocolBenchResult:
         return self.flow_median_ns / self.crypto_median_ns
 
     @property
+    def run_ratios(self) -> tuple[float, ...]:
+        """Flow over crypto of each repeat: the two were timed back to back, so load drift mostly cancels."""
+        return tuple(f / c for f, c in zip(self.flow_ns, self.crypto_ns, strict=True))
+
+    @property
     def mailbox_ratio(self) -> float | None:
         return _median(self.mailbox_flow_ns) / self.crypto_median_ns if self.mailbox_flow_ns else None
 
@@ -404,6 +409,7 @@ class ProtocolBenchResult:
             "crypto_ops": [{"op": str(c.op), "count": c.count, "bytes": c.nbytes, "median_cpu_ns": c.cpu_ns}
                            for c in self.op_costs()],
             "ratio": self.ratio, "target_ratio": TARGET_RATIO, "target_met": self.target_met,
+            "run_ratios": {"median": _median(self.run_ratios), "samples": list(self.run_ratios)},
             "setup_cpu_ns": {"median": _median(self.setup_ns), "samples": list(self.setup_ns)},
             "mailbox_flow_cpu_ns": ({"median": _median(self.mailbox_flow_ns), "samples": list(self.mailbox_flow_ns)}
                                     if self.mailbox_flow_ns else None),
@@ -426,6 +432,9 @@ class ProtocolBenchResult:
             out.append(f"    {c.op.value:<18} {c.count:>4} ops{size:<14} {_ms(c.cpu_ns)}")
         verdict = "met" if self.target_met else "NOT met"
         out.append(f"  ratio:       {self.ratio:.2f}  (flow / crypto; target <= {TARGET_RATIO}: {verdict})")
+        runs = self.run_ratios
+        out.append(f"  per repeat:  median {_median(runs):.2f}, min {min(runs):.2f}, max {max(runs):.2f}  "
+                   "(each flow over the crypto timed right after it)")
         if self.mailbox_flow_ns:
             out.append(f"  via DOE registers (as serve-device): {_ms(_median(self.mailbox_flow_ns))}, "
                        f"ratio {self.mailbox_ratio:.2f}")

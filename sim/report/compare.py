@@ -147,10 +147,22 @@ def _text(value: object) -> str | None:
 
 @dataclasses.dataclass(frozen=True)
 class Attestation:
+    """One verifier's verdict on a device (a fat model has two: the TSM's, then the guest's acceptance)."""
+
     ok: bool | None
     by: str | None
     reason: str | None
     phase: str | None
+    at_ns: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class PhaseMark:
+    """When a securing-flow milestone (VCA, KEY_EXCHANGE, ..., RUN) was reached, and by whom."""
+
+    t_ns: int
+    phase: str
+    by: str | None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,7 +197,7 @@ class DeviceRun:
     name: str
     owner: str | None
     secured_by: str | None
-    attestation: Attestation | None
+    attestations: tuple[Attestation, ...]
     time_to_secure_ns: int | None
     time_to_run_ns: int | None
     stream: StreamInfo | None
@@ -194,6 +206,18 @@ class DeviceRun:
     recoveries: tuple[Recovery, ...]
     tdi_transitions: tuple[Transition, ...]
     stream_transitions: tuple[Transition, ...]
+    phases: tuple[PhaseMark, ...] = ()
+
+    @property
+    def host_owned(self) -> bool:
+        return self.owner == "host"
+
+    def first_phases(self) -> dict[str, PhaseMark]:
+        """The first time each phase was reached, in order of first reaching it."""
+        out: dict[str, PhaseMark] = {}
+        for mark in self.phases:
+            out.setdefault(mark.phase, mark)
+        return out
 
     def insecure_total_ns(self, end_ns: int) -> int:
         """Total time in insecure windows; an open window counts up to the end of the run."""
@@ -262,6 +286,7 @@ class ScenarioInfo:
     file: str | None
     seed: int | None
     description: str | None
+    digest: str | None = None   # of the resolved scenario, when the runner records it
 
 
 @dataclasses.dataclass(frozen=True)
@@ -280,6 +305,9 @@ class ModelRun:
     expectations: tuple[ExpectationResult, ...]
     sequence: tuple[Crossing, ...]
     trusted_base: Mapping[str, tuple[str, ...]] | None
+    roles: Mapping[str, str] = dataclasses.field(default_factory=dict)   # component → its role in this model
+    wiring: str | None = None       # one sentence on how this trust model is wired
+    notes: tuple[str, ...] = ()     # the runner's remarks (e.g. an assignment the model cannot honour)
 
     @property
     def ok(self) -> bool:
@@ -325,14 +353,31 @@ def _read_exposure(value: object, path: str) -> ExposureTable:
     return ExposureTable(components + tuple(sorted(extra_comps)), classes + tuple(extra_classes), counts, cells)
 
 
-def _read_attestation(value: object, path: str) -> Attestation:
-    obj = _obj(value, path)
+def _read_verdict(obj: Mapping[str, object], path: str, by: str | None) -> Attestation:
     return Attestation(
         ok=_opt(obj, "ok", path, _bool),
-        by=_opt(obj, "by", path, _str),
+        by=by if by is not None else _opt(obj, "by", path, _str),
         reason=_text(obj.get("reason")),
         phase=_opt(obj, "phase", path, _str),
+        at_ns=_opt(obj, "at_ns", path, _nonneg),
     )
+
+
+def _read_attestations(value: object, path: str) -> tuple[Attestation, ...]:
+    """Either one verdict {ok, by, reason, phase} or, per verifier, {verifier: {ok, reason, phase, at_ns}}."""
+    obj = _obj(value, path)
+    nested = [k for k, v in obj.items() if isinstance(v, Mapping)]
+    if not nested:
+        return (_read_verdict(obj, path, None),)
+    if len(nested) != len(obj):
+        flat = next(k for k in obj if k not in nested)
+        raise _fail(_sub(path, flat), "an object per verifier", obj[flat])
+    return tuple(_read_verdict(_obj(v, _sub(path, k)), _sub(path, k), k) for k, v in obj.items())
+
+
+def _read_phase(value: object, path: str) -> PhaseMark:
+    obj = _obj(value, path)
+    return PhaseMark(_req(obj, "t_ns", path, _nonneg), _req(obj, "phase", path, _str), _opt(obj, "by", path, _str))
 
 
 def _read_stream(value: object, path: str) -> StreamInfo:
@@ -388,7 +433,7 @@ def _read_device(name: str, value: object, path: str) -> DeviceRun:
         name=name,
         owner=_opt(obj, "owner", path, _str),
         secured_by=_opt(obj, "secured_by", path, _str),
-        attestation=_opt(obj, "attestation", path, _read_attestation),
+        attestations=_opt(obj, "attestation", path, _read_attestations) or (),
         time_to_secure_ns=_opt(obj, "time_to_secure_ns", path, _nonneg),
         time_to_run_ns=_opt(obj, "time_to_run_ns", path, _nonneg),
         stream=_opt(obj, "stream", path, _read_stream),
@@ -399,6 +444,7 @@ def _read_device(name: str, value: object, path: str) -> DeviceRun:
                                      key=lambda t: t.t_ns)),
         stream_transitions=tuple(sorted(_items(obj, "stream_transitions", path, _read_stream_transition),
                                         key=lambda t: t.t_ns)),
+        phases=tuple(sorted(_items(obj, "phases", path, _read_phase), key=lambda p: p.t_ns)),
     )
 
 
@@ -494,13 +540,17 @@ def _read_model(key: str, value: object, path: str, tool: str | None) -> ModelRu
         expectations=tuple(sorted(_items(obj, "expectations", path, _read_expectation), key=lambda e: e.index)),
         sequence=_items(obj, "sequence", path, _read_crossing),
         trusted_base=_opt(obj, "trusted_base", path, _read_trusted_base),
+        roles={k: _str(v, _sub(_sub(path, "roles"), k)) for k, v in (_opt(obj, "roles", path, _obj) or {}).items()},
+        wiring=_opt(obj, "wiring", path, _str),
+        notes=_items(obj, "notes", path, _str),
     )
 
 
 def _read_scenario(value: object, path: str) -> ScenarioInfo:
     obj = _obj(value, path)
     return ScenarioInfo(name=_req(obj, "name", path, _str), file=_opt(obj, "file", path, _str),
-                        seed=_opt(obj, "seed", path, _int), description=_opt(obj, "description", path, _str))
+                        seed=_opt(obj, "seed", path, _int), description=_opt(obj, "description", path, _str),
+                        digest=_opt(obj, "digest", path, _str))
 
 
 def read_result(result: object, path: str = "result") -> tuple[ScenarioInfo, list[ModelRun]]:
@@ -608,6 +658,10 @@ class Comparison:
         return {cls: [c for c in table.components if _effective(table.level(cls, c)) >= Exposure.SAW_PLAINTEXT]
                 for cls in self.secret_classes}
 
+    def role_components(self) -> list[str]:
+        """Components any run names a role for, sorted."""
+        return sorted(_union(r.roles for r in self.runs))
+
     def forwarded_components(self) -> list[str]:
         return sorted(_union(r.forwarded for r in self.runs))
 
@@ -639,7 +693,9 @@ class Comparison:
             "models": models,
             "ok": self.ok,
             "runs": {r.name: {"tool": r.tool, "trace_digest": r.trace_digest, "trace_events": r.trace_events,
-                              "end_ns": r.end_ns, "ok": r.ok} for r in self.runs},
+                              "end_ns": r.end_ns, "ok": r.ok, "wiring": r.wiring, "notes": list(r.notes)}
+                     for r in self.runs},
+            "roles": {c: {r.name: r.roles.get(c) for r in self.runs} for c in self.role_components()},
             "exposure": {
                 "components": list(self.components),
                 "secret_classes": list(self.secret_classes),
@@ -675,7 +731,8 @@ def _device_json(dev: DeviceRun, end_ns: int) -> dict[str, object]:
     return {
         "owner": dev.owner,
         "secured_by": dev.secured_by,
-        "attestation": None if dev.attestation is None else dataclasses.asdict(dev.attestation),
+        "attestations": [dataclasses.asdict(a) for a in dev.attestations],
+        "phases": {p: {"t_ns": m.t_ns, "by": m.by} for p, m in dev.first_phases().items()},
         "time_to_secure_ns": dev.time_to_secure_ns,
         "time_to_run_ns": dev.time_to_run_ns,
         "stream": None if dev.stream is None else dataclasses.asdict(dev.stream),

@@ -54,6 +54,8 @@ def render_html(cmp: Comparison, plots: dict[str, bytes]) -> str:
         holders_note=tables.HOLDERS_NOTE,
         diff_note=tables.DIFF_NOTE,
         time_to_secure=tables.time_to_secure_table(cmp),
+        phase_tables=[(name, t) for name in devices if not (t := tables.phases_table(cmp, name)).empty],
+        roles=tables.roles_table(cmp),
         recovery=tables.recovery_table(cmp),
         insecure=tables.insecure_windows_table(cmp),
         firmware=tables.firmware_table(cmp),

@@ -25,7 +25,9 @@ from sim.report.tables import (
     hidden_secret_classes,
     holders_table,
     insecure_windows_table,
+    phases_table,
     recovery_table,
+    roles_table,
     runs_table,
     secret_counts_table,
     time_to_secure_table,
@@ -35,6 +37,7 @@ from sim.report.tables import (
 DIFFERS_MARKER = "≠"
 FAIL_MARKER = "✗"
 _EDGE_UNDERSCORE = re.compile(r"(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
+_TAG_START = re.compile(r"<(?=[A-Za-z/!?])")
 
 
 def code(text: str) -> str:
@@ -50,9 +53,10 @@ def code(text: str) -> str:
 def _plain(text: str) -> str:
     """Escape the characters that would start Markdown emphasis, links or HTML in prose; one line."""
     text = " ".join(text.split("\n"))
-    for ch in "\\`*[]<>":
+    for ch in "\\`*[]":
         text = text.replace(ch, "\\" + ch)
-    # An underscore inside a word never starts emphasis in GFM; only escape it at a word's edge.
+    # "<" starts raw HTML only before a tag-like character; an underscore inside a word never starts emphasis.
+    text = _TAG_START.sub(r"\\<", text)
     return _EDGE_UNDERSCORE.sub(r"\\_", text)
 
 
@@ -96,6 +100,11 @@ def render_markdown(cmp: Comparison, plot_names: list[str] | None = None) -> str
     lines += ["", (f"**Result: FAIL** {FAIL_MARKER}: expectations failed under " + ", ".join(code(m) for m in failing)
                    + "." if failing else "**Result: ok**: every expectation held under every model."),
               "", f"Exposure differences between models: {len(cmp.differences)}."]
+    if any(r.wiring or r.notes for r in cmp.runs):
+        lines += ["", "Models:", ""]
+        for r in cmp.runs:
+            lines.append(f"- {code(r.name)}: {_plain(r.wiring or '')}".rstrip())
+            lines += [f"  - note: {_plain(n)}" for n in r.notes]
 
     _section(lines, Section.EXPECTATIONS)
     for r in cmp.runs:
@@ -116,6 +125,10 @@ def render_markdown(cmp: Comparison, plot_names: list[str] | None = None) -> str
     if hidden:
         lines.append("Secret classes with no secret in any model (never seen by anyone): "
                      + ", ".join(code(c) for c in hidden) + ".")
+    roles = roles_table(cmp)
+    if not roles.empty:
+        lines += ["", "### Component roles", ""]
+        lines += table(roles)
     for m in cmp.models:
         lines += ["", f"### {m}", ""]
         _or(lines, exposure_table(cmp, m), "No components.")
@@ -142,6 +155,11 @@ def render_markdown(cmp: Comparison, plot_names: list[str] | None = None) -> str
     _section(lines, Section.TIME_TO_SECURE)
     lines += ["Simulated time from boot.", ""]
     _or(lines, time_to_secure_table(cmp), "No devices.")
+    for name in cmp.device_names():
+        phases = phases_table(cmp, name)
+        if not phases.empty:
+            lines += ["", f"### {code(name)}: securing phases (first reached, by)", ""]
+            lines += table(phases)
 
     _section(lines, Section.RECOVERY)
     _or(lines, recovery_table(cmp), "No faults were injected.")

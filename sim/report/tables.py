@@ -147,14 +147,36 @@ def time_to_secure_table(cmp: Comparison) -> Table:
                 run.append(Cell("—", Mark.ABSENT))
                 continue
             secure.append(_ns(dev.time_to_secure_ns))
-            host_owned = not dev.tdis and not dev.tdi_transitions
-            run.append(_ns(dev.time_to_run_ns, "no TDI" if host_owned else "never"))
+            if dev.time_to_run_ns is None and dev.host_owned:
+                run.append(Cell("host-owned", Mark.ABSENT))
+            elif dev.time_to_run_ns is None and not dev.tdi_ids():
+                run.append(Cell("no TDI", Mark.ABSENT))
+            else:
+                run.append(_ns(dev.time_to_run_ns))
         rows.append([_c(name, code=True), _c("stream secure"), *secure])
         rows.append([_c(name, code=True), _c("TDI RUN"), *run])
     fleet_cells = [Cell(f"{format_ns(r.fleet.time_to_secure_ns)} ({r.fleet.secured}/{r.fleet.devices})",
                         Mark.FAIL if r.fleet.secured < r.fleet.devices else Mark.NONE) for r in cmp.runs]
     rows.append([_c("fleet"), _c("all streams secure"), *fleet_cells])
     return _table(["device", "milestone", *cmp.models], rows)
+
+
+def phases_table(cmp: Comparison, device: str) -> Table:
+    """When each securing-flow phase was first reached per model, and by whom; empty if no run records phases."""
+    phases: dict[str, None] = {}
+    for r in cmp.runs:
+        if device in r.devices:
+            phases.update(dict.fromkeys(r.devices[device].first_phases()))
+    rows = []
+    for phase in phases:
+        row = [_c(phase, code=True)]
+        for r in cmp.runs:
+            dev = r.devices.get(device)
+            mark = dev.first_phases().get(phase) if dev is not None else None
+            row.append(Cell("—", Mark.ABSENT) if mark is None else
+                       _c(format_ns(mark.t_ns) + (f" ({mark.by})" if mark.by else "")))
+        rows.append(row)
+    return _table(["phase", *cmp.models], rows)
 
 
 def recovery_table(cmp: Comparison) -> Table:
@@ -219,6 +241,16 @@ def crypto_table(cmp: Comparison) -> Table:
 
 # -- devices and runs ------------------------------------------------------------------------------
 
+def roles_table(cmp: Comparison) -> Table:
+    """What each component is in each model (e.g. "firmware" is the fat TSM in one, a key-slot service in another)."""
+    rows = []
+    for comp in cmp.role_components():
+        values = [r.roles.get(comp) for r in cmp.runs]
+        mark = _side_by_side_marks(values)
+        rows.append([_c(comp, code=True), *(Cell("—", Mark.ABSENT) if v is None else _c(v, mark) for v in values)])
+    return _table(["component", *cmp.models], rows)
+
+
 def device_table(cmp: Comparison, device: str) -> Table:
     """One device's final state per model: owner, who secured it, attestation, stream, TDIs."""
     rows = []
@@ -227,14 +259,15 @@ def device_table(cmp: Comparison, device: str) -> Table:
         if dev is None:
             rows.append([_c(r.name), Cell("not in this model", Mark.ABSENT), *(_c(None) for _ in range(4))])
             continue
-        att = dev.attestation
-        if att is None:
-            att_cell = Cell("—", Mark.ABSENT)
-        else:
+        verdicts = []
+        for att in dev.attestations:
             words = "ok" if att.ok else ("failed" if att.ok is False else "not run")
-            extra = ", ".join(x for x in (att.reason, f"at {att.phase}" if att.phase else None) if x)
-            att_cell = Cell(f"{words} by {att.by or '?'}" + (f" ({extra})" if extra else ""),
-                            Mark.FAIL if att.ok is False else Mark.NONE)
+            extra = ", ".join(x for x in (att.reason, att.phase and f"in {att.phase}",
+                                          att.at_ns is not None and f"at {format_ns(att.at_ns)}") if x)
+            verdicts.append((f"{att.by}: " if att.by else "") + words + (f" ({extra})" if extra else ""))
+        att_cell = Cell("; ".join(verdicts) or "—",
+                        Mark.FAIL if any(a.ok is False for a in dev.attestations) else
+                        Mark.NONE if verdicts else Mark.ABSENT)
         stream = dev.stream
         stream_text = "—" if stream is None else " ".join(
             x for x in (f"id {stream.id}" if stream.id is not None else None, stream.state,

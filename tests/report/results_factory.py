@@ -65,6 +65,13 @@ def _device(model: str, *, secure_at: int, tdis: bool = True, fault: bool = True
     if fault:
         dev["stream_transitions"] += [{"t_ns": 60_000_000, "state": "insecure"},  # type: ignore[operator]
                                       {"t_ns": 60_000_000 + secure_at, "state": "secure"}]
+    if model == "fat":
+        # The runner's per-verifier form: the TSM attests, then the guest accepts the TSM's report.
+        dev["attestation"] = {"fat-tsm": {"ok": True, "reason": None, "at_ns": secure_at - 1000},
+                              "guest": {"ok": True, "reason": None, "at_ns": run_at, "guest": "tvm0"}}
+    by = "host" if model == "thin-host" else ("firmware" if model == "fat" else "tvm0")
+    dev["phases"] = [{"t_ns": secure_at // 8 * k, "phase": phase, "by": by}
+                     for k, phase in enumerate(("VCA", "KEY_EXCHANGE", "KEY_PROG", "K_SET_GO"), start=1)]
     if dev["tdis"]:
         dev["tdi_transitions"] = [{"t_ns": 0, "tdi": "tdi0", "state": "CONFIG_UNLOCKED"},
                                   {"t_ns": secure_at + 1_000_000, "tdi": "tdi0", "state": "CONFIG_LOCKED"},
@@ -110,6 +117,12 @@ def model_result(model: str, *, devices: int = 2, tdis: bool = True, fault: bool
              "summary": "secured 0xfffdfffe `IDE_KM KEY_PROG` *stream* 1"},
         ],
         "trusted_base": None,
+        "roles": {"gpu0.dsm": "device-dsm", "rp0": "root-port", "host-kernel": "host-kernel", "vmm": "vmm",
+                  **({"guest": "guest"} if model != "thin-host" else {}),
+                  **({"fat-tsm": "fat-tsm"} if model == "fat" else {}),
+                  **({"thin-keyslot": "thin-keyslot"} if model in ("thin-host", "thin-guest") else {})},
+        "wiring": f"{model}: how the {_PLAN[model]['keys_by']} secures devices.",
+        "notes": ["gpu0 assigned to tvm0 stays host-owned"] if model == "thin-host" else [],
     }
     # Thin-host and thin-vmm have no firmware command queue: one omits the key, the other sets it null.
     if model == "fat":

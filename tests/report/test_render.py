@@ -162,7 +162,7 @@ def test_markdown_sequence_list_and_metrics(full: tuple[str, str, str]) -> None:
     assert "``secured 0xfffdfffe `IDE_KM KEY_PROG` *stream* 1``" in seq
     times = _md_section(md, Section.TIME_TO_SECURE.value)
     assert "| `gpu0` | stream secure | 41.235 ms | 30.000 ms | 35.500 ms | 35.400 ms |" in times
-    assert "| `gpu0` | TDI RUN | 45.235 ms | no TDI | 39.500 ms | 39.400 ms |" in times
+    assert "| `gpu0` | TDI RUN | 45.235 ms | host-owned | 39.500 ms | 39.400 ms |" in times
     assert "| fat | `gpu0` | `dpc` | 60.000 ms | 101.235 ms | 41.235 ms | fat-tsm |" in \
         _md_section(md, Section.RECOVERY.value)
     fw = _md_section(md, Section.FIRMWARE_QUEUE.value)

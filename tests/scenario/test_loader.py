@@ -100,10 +100,13 @@ def test_the_two_required_examples_exist_with_their_content() -> None:
     assert {"stream_state", "attestation"} <= kinds
     guest = load_scenario(SCENARIOS / "passthrough-guest.yaml")
     assert guest.models == list(TrustModel)
-    assert {e.kind for e in guest.timeline} >= {"assign", "dma"}
+    assert {e.kind for e in guest.timeline} >= {"boot", "dma"}
+    assert [d.owner for d in guest.platform.devices] == ["tvm0"]
     vmm_ide = [e for e in guest.expect if e.kind == "exposure" and e.component == "vmm"  # type: ignore[union-attr]
                and e.secret == "ide-key"]  # type: ignore[union-attr]
-    assert any(e.at_most == "never" and e.models and "thin-guest" in e.models for e in vmm_ide)  # type: ignore[union-attr]
+    # measured: the VMM relays the guest's session and sealed key-slot requests, so ciphertext only
+    assert any(e.at_most == "ciphertext" and e.models and "thin-guest" in e.models for e in vmm_ide)  # type: ignore[union-attr]
+    assert any(e.at_most == "plaintext" and e.models == ["thin-vmm"] for e in vmm_ide)  # type: ignore[union-attr]
     assert any(e.kind == "tdi_state" and e.state == "RUN" for e in guest.expect)  # type: ignore[union-attr]
 
 
@@ -346,7 +349,7 @@ def test_resolved_fills_defaults_and_loads_back_as_the_same_scenario() -> None:
     assert set(out["timing"]) == {c.value for c in ComponentClass}
     assert out["platform"]["devices"][0]["identity"] == {"ca": "vendor", "cert_chain": None, "key": None}
     assert list(out["timeline"][0])[0] == "event" and list(out["expect"][0])[0] == "expect"
-    assert out["timeline"][2]["after"]["delay"] == 10_000 and out["timeline"][2]["bytes"] == 64 * 1024
+    assert out["timeline"][1]["at"] == 1_000_000_000 and out["timeline"][1]["bytes"] == 64 * 1024
     text = yaml.safe_dump(out, sort_keys=False)
     again = load_scenario_text(text, str(SCENARIOS / "resolved.yaml"))
     assert again.model_dump(exclude={"timing"}) == s.model_dump(exclude={"timing"})

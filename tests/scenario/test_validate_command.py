@@ -13,7 +13,7 @@ from rich.console import Console
 from sim import cli
 from sim.commands import validate
 from sim.commands.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UserError
-from sim.scenario.loader import schema_json
+from sim.scenario.loader import load_scenario, schema_json
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
 
@@ -42,9 +42,12 @@ def test_shipped_scenarios_validate(capsys: pytest.CaptureFixture[str]) -> None:
     paths = [str(p) for p in sorted(SCENARIOS.glob("*.yaml"))]
     code, out, _ = run(capsys, "validate", *paths)
     assert code == EXIT_OK
-    assert f"OK {SCENARIOS / 'passthrough-guest.yaml'} (1 devices, 3 events, models fat, thin-host, thin-guest, " \
-           "thin-vmm)" in out
-    assert f"OK {SCENARIOS / 'single-device-boot.yaml'} (1 devices, 1 events, models fat, thin-host)" in out
+    assert len(paths) >= 2
+    for path in paths:
+        scenario = load_scenario(path)
+        line = (f"OK {path} ({len(scenario.platform.devices)} devices, {len(scenario.timeline)} events, models "
+                f"{', '.join(scenario.models)})")
+        assert line in out
 
 
 def test_invalid_file_prints_every_problem_and_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

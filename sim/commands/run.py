@@ -1,0 +1,177 @@
+"""``tiosim run`` and ``tiosim compare``: run scenario files under trust models, check, report.
+
+``run`` writes, per scenario, ``result.json`` (the source of truth), the resolved scenario, and per
+model ``trace.jsonl`` and ``doe.pcap``; it exits 1 when an expectation fails, naming it.
+``compare`` runs every model a scenario names and adds ``report.md``, ``report.html`` and
+``report.json`` computed from those results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from sim.commands.common import EXIT_FAILED, EXIT_OK, UserError
+from sim.scenario.loader import ScenarioError, ScenarioFileError, load_scenario, resolved
+from sim.scenario.run import run_scenario
+from sim.scenario.schema import Scenario, TrustModel
+
+
+def _ms(ns: int | None) -> str:
+    return "—" if ns is None else f"{ns / 1e6:.3f} ms"
+
+
+def _load(path: str, seed: int | None) -> Scenario:
+    try:
+        scenario = load_scenario(path)
+    except (ScenarioError, ScenarioFileError) as exc:
+        raise UserError(str(exc)) from None
+    if seed is not None:
+        scenario = scenario.model_copy(update={"seed": seed})
+    return scenario
+
+
+def _models(scenario: Scenario, wanted: list[str] | None, path: str) -> list[TrustModel]:
+    if not wanted:
+        return list(scenario.models)
+    out = []
+    for name in wanted:
+        try:
+            out.append(TrustModel(name))
+        except ValueError:
+            raise UserError(f"--model {name}: expected one of {', '.join(m.value for m in TrustModel)}") from None
+    return out
+
+
+def _out_dir(base: str | None, scenario: Scenario, several: bool) -> Path:
+    root = Path(base) if base else Path("out")
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", scenario.name)
+    return root / safe if several or not base else root
+
+
+def summary_table(result: dict[str, Any]) -> Table:
+    table = Table(title=f"{result['scenario']['name']} (seed {result['scenario']['seed']})")
+    for column in ("model", "device", "secured by", "time to secure", "TDIs", "stream", "expectations"):
+        table.add_column(column)
+    for model, res in result["models"].items():
+        held = sum(e["held"] for e in res["expectations"])
+        total = len(res["expectations"])
+        verdict = f"[green]{held}/{total} held[/green]" if held == total else f"[red]{held}/{total} held[/red]"
+        for i, (dev, d) in enumerate(res["devices"].items()):
+            table.add_row(model if i == 0 else "", dev, d["secured_by"], _ms(d["time_to_secure_ns"]),
+                          ", ".join(f"{k}={v}" for k, v in d["tdis"].items()), d["stream"]["state"],
+                          verdict if i == 0 else "")
+    return table
+
+
+def failures(result: dict[str, Any]) -> list[str]:
+    return [f"{result['scenario']['name']} [{model}] expectation failed: {e['text']} (got {e['detail']})"
+            for model, res in result["models"].items() for e in res["expectations"] if not e["held"]]
+
+
+def write_outputs(result: dict[str, Any], scenario: Scenario, out: Path) -> None:
+    (out / "result.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    (out / "scenario.resolved.json").write_text(json.dumps(resolved(scenario), indent=2, sort_keys=True) + "\n",
+                                                encoding="utf-8")
+
+
+def junit(results: list[dict[str, Any]]) -> bytes:
+    """JUnit XML: one test suite per scenario, one test case per (model, expectation)."""
+    suites = ET.Element("testsuites")
+    for result in results:
+        cases = [(m, e) for m, r in result["models"].items() for e in r["expectations"]]
+        suite = ET.SubElement(suites, "testsuite", name=result["scenario"]["name"], tests=str(len(cases)),
+                              failures=str(sum(not e["held"] for _, e in cases)))
+        for model, exp in cases:
+            case = ET.SubElement(suite, "testcase", classname=f"{result['scenario']['name']}.{model}",
+                                 name=exp["text"])
+            if not exp["held"]:
+                ET.SubElement(case, "failure", message=f"got {exp['detail']}").text = exp["text"]
+        for model, res in result["models"].items():
+            for note in res.get("notes", []):
+                ET.SubElement(suite, "system-out").text = f"[{model}] {note}"
+    return ET.tostring(suites, encoding="utf-8", xml_declaration=True)
+
+
+def cmd_run(args: argparse.Namespace, console: Console) -> int:
+    results = []
+    several = len(args.scenario) > 1
+    for path in args.scenario:
+        scenario = _load(path, args.seed)
+        models = _models(scenario, args.model, path)
+        out = _out_dir(args.out, scenario, several)
+        out.mkdir(parents=True, exist_ok=True)
+        if not args.quiet and not args.json:
+            console.print(f"running {path} under {', '.join(models)} ...")
+        result = run_scenario(scenario, models, out_dir=out, scenario_file=path)
+        write_outputs(result, scenario, out)
+        results.append(result)
+        if args.json:
+            continue
+        if not args.quiet:
+            console.print(summary_table(result))
+            for model, res in result["models"].items():
+                for note in res["notes"]:
+                    console.print(f"[yellow]note[/yellow] [{model}] {note}")
+            console.print(f"wrote {out}/result.json, scenario.resolved.json and per model trace.jsonl, doe.pcap")
+        for line in failures(result):
+            console.print(f"[red]FAIL[/red] {line}")
+    if args.json:
+        console.print_json(json.dumps(results if several else results[0], sort_keys=True))
+    if args.junit:
+        Path(args.junit).write_bytes(junit(results))
+    return EXIT_FAILED if any(failures(r) for r in results) else EXIT_OK
+
+
+def cmd_compare(args: argparse.Namespace, console: Console) -> int:
+    from sim.report.write import write_report
+
+    scenario = _load(args.scenario, args.seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if not args.quiet:
+        console.print(f"comparing {', '.join(scenario.models)} on {args.scenario} ...")
+    result = run_scenario(scenario, None, out_dir=out, scenario_file=args.scenario,
+                          progress=None if args.quiet else lambda m: console.print(f"  running {m}"))
+    write_outputs(result, scenario, out)
+    paths = write_report(result, out)
+    if not args.quiet:
+        console.print(summary_table(result))
+        console.print(f"wrote {paths.markdown}, {paths.html}, {paths.json}")
+    for line in failures(result):
+        console.print(f"[red]FAIL[/red] {line}")
+    return EXIT_FAILED if failures(result) else EXIT_OK
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    run = sub.add_parser(
+        "run", help="run scenario files under one or all of their trust models",
+        description="Run each SCENARIO under the trust models it names (or --model), print a summary, and write "
+                    "result.json, scenario.resolved.json and per model trace.jsonl and doe.pcap. Exits 1 when "
+                    "an expectation fails, naming it.")
+    run.add_argument("scenario", nargs="+", help="scenario YAML file(s)")
+    run.add_argument("--model", action="append", metavar="M",
+                     help="run only this trust model (repeatable): fat, thin-host, thin-guest, thin-vmm")
+    run.add_argument("--seed", type=int, help="override the scenario's seed")
+    run.add_argument("--out", metavar="DIR", help="output folder (default out/<scenario name>)")
+    run.add_argument("--json", action="store_true", help="print result.json instead of tables")
+    run.add_argument("--quiet", "-q", action="store_true", help="print only failures (for CI)")
+    run.add_argument("--junit", metavar="FILE", help="also write JUnit XML (one case per expectation)")
+    run.set_defaults(func=cmd_run)
+
+    cmp = sub.add_parser(
+        "compare", help="run every trust model of a scenario and write a comparison report",
+        description="Run SCENARIO under every trust model it names and write report.md, report.html (plots "
+                    "embedded, viewable offline) and report.json next to result.json.")
+    cmp.add_argument("scenario", help="scenario YAML file")
+    cmp.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    cmp.add_argument("--seed", type=int, help="override the scenario's seed")
+    cmp.add_argument("--quiet", "-q", action="store_true", help="print only failures")
+    cmp.set_defaults(func=cmd_compare)

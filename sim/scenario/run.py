@@ -1,0 +1,769 @@
+"""Running a scenario under one trust model, and what the run leaves behind (result.json).
+
+The run builds the platform and the model's actors (``trust_models``), plays the timeline —
+events at simulated times, or hung off protocol milestones ("during KEY_PROG of gpu0") — and
+records, from the hardware and the trace, what happened: when each device's IDE stream and TDIs
+changed state, who verified it, recoveries after faults, firmware queue depth, DOE objects carried
+per component, crypto operations, and who saw which secret. Expectations are checked against that
+record. The result layout is documented in docs/result-format.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TextIO
+
+from sim import __version__
+from sim.crypto.algorithms import BaseHashAlgo
+from sim.crypto.hashes import digest
+from sim.devices.config_space import IdeStreamState
+from sim.engine.exposure import Exposure
+from sim.engine.trace import Channel, JsonLinesSink, MemorySink, PcapSink, TraceEvent
+from sim.engine.world import World
+from sim.firmware.fat_tsm import FatTsm
+from sim.protocols.spdm.policy import ANY, VerificationPolicy
+from sim.protocols.spdm.profile import make_profile
+from sim.protocols.tdisp import TdiTransition
+from sim.protocols.tsm import ReleaseStream, SecuredDevice
+from sim.rootport.dpc import DpcTriggerReason, DpcTriggerReasonExt
+from sim.scenario import schema as S
+from sim.scenario.platform import (
+    DeviceSpec,
+    MmioRangeSpec,
+    Platform,
+    PlatformSpec,
+    RootPortSpec,
+    TdiSpec,
+    build_platform,
+)
+from sim.scenario.trust_models import WIRINGS, Actors, GuestSetup, Securer, Wiring, build_actors, principals
+from sim.vmm.guest import GuestPolicy, ReportExpectation
+from sim.wire.doe import DoeObjectType
+from sim.wire.spdm.version import GetVersion
+from sim.wire.tdisp import InterfaceInfo
+
+PAGE = 4096
+SEQUENCE_LIMIT = 200
+HORIZON_NS = 600 * 1_000_000_000  # a run stops at the latest at 10 simulated minutes after its last event
+RESULT_FORMAT = 1
+
+
+# ----------------------------------------------------------------------------------------------------
+# scenario → platform spec and policies
+# ----------------------------------------------------------------------------------------------------
+
+
+def platform_spec(scenario: S.Scenario, wiring: Wiring) -> PlatformSpec:
+    """The hardware the scenario describes, with the Root Ports accepting only this model's key writers."""
+    allowed = principals(wiring)
+    ports = tuple(RootPortSpec(name=p.id, streams=p.ide_streams, dpc=p.dpc, key_principals=allowed,
+                               link_hop_ns=p.link_latency) for p in scenario.platform.root_ports)
+    devices = []
+    for d in scenario.platform.devices:
+        tdis = tuple(TdiSpec(function=t.function, name=t.id,
+                             mmio=tuple(MmioRangeSpec(bar=m.bar, size=m.pages * PAGE) for m in t.mmio)
+                             or (MmioRangeSpec(),))
+                     for t in d.tdis) or (TdiSpec(),)
+        files = d.identity.cert_chain is not None
+        devices.append(DeviceSpec(
+            id=d.id, port=d.port, profile=str(d.profile), firmware_version=d.measurements.firmware,
+            ca=d.identity.ca or d.id, tdis=tdis,
+            cert_chain=d.identity.cert_chain if files else None, key=d.identity.key if files else None))
+    return PlatformSpec(root_ports=ports, devices=tuple(devices))
+
+
+def _roots(platform: Platform, trusted: list[S.TrustedRoot]) -> tuple[Any, ...]:
+    from sim.crypto.identity import load_certificates
+
+    roots: list[Any] = []
+    for t in trusted:
+        if t.ca is not None:
+            roots += platform.root_certificates(t.ca)
+        elif t.file is not None:
+            roots += load_certificates(t.file)
+    return tuple(roots)
+
+
+def expected_firmware_digest(scenario: S.Scenario, device: str, version: str) -> bytes:
+    """The firmware measurement (index 2) a device of the scenario reports when it runs ``version``."""
+    d = scenario.device(device)
+    profile = make_profile(str(d.profile), d.id, version)
+    blocks = profile.measurements.blocks(0x12, profile.measurement_hash_algo)
+    return next(b.measurement.value for b in blocks if b.index == 2)
+
+
+def verification_policy(scenario: S.Scenario, platform: Platform, policy: S.GuestPolicy,
+                        devices: list[str]) -> VerificationPolicy:
+    """A guest's verification policy; measurement references are per device (one device per guest
+    policy is what the requester supports, so references apply when they agree across devices)."""
+    expected: dict[int, Any] = {}
+    for dev in devices:
+        ref = policy.expected_measurements.get(dev)
+        if ref is None:
+            continue
+        if ref.firmware is not None:
+            expected[2] = expected_firmware_digest(scenario, dev, ref.firmware)
+        for index, value in ref.digests.items():
+            expected[index] = bytes.fromhex(value)
+    if len({d for d in devices if d in policy.expected_measurements}) > 1:
+        expected = {i: ANY for i in expected}  # different devices, different references: the guest
+        # checks them per device through the firmware evidence; the requester policy stays permissive
+    return VerificationPolicy(trusted_roots=_roots(platform, policy.trusted_roots), expected_measurements=expected,
+                              require_signed_measurements=policy.require_signed_measurements)
+
+
+def guest_policy(scenario: S.Scenario, platform: Platform, guest: S.Guest) -> GuestPolicy:
+    info_set = InterfaceInfo(0)
+    info_clear = InterfaceInfo(0)
+    ranges: int | None = None
+    for rep in guest.policy.expected_reports:
+        for flag, value in ((InterfaceInfo.NO_FW_UPDATE, rep.no_fw_update),
+                            (InterfaceInfo.DMA_WITHOUT_PASID, rep.dma_without_pasid),
+                            (InterfaceInfo.DMA_WITH_PASID, rep.dma_with_pasid),
+                            (InterfaceInfo.ATS_ENABLED, rep.ats), (InterfaceInfo.PRS_ENABLED, rep.prs)):
+            if value is True:
+                info_set |= flag
+            elif value is False:
+                info_clear |= flag
+        if rep.mmio is not None:
+            ranges = len(rep.mmio)
+    return GuestPolicy(verification_policy(scenario, platform, guest.policy, guest.devices),
+                       ReportExpectation(info_set=info_set, info_clear=info_clear, mmio_ranges=ranges))
+
+
+def host_policy(scenario: S.Scenario, platform: Platform) -> VerificationPolicy:
+    """The host trusts the vendor CAs its devices are built under (its own keyring)."""
+    cas = sorted({d.identity.ca for d in scenario.platform.devices if d.identity.ca is not None})
+    roots = [c for ca in cas for c in platform.root_certificates(ca)]
+    roots += [h.identity.root for h in platform.devices if h.spec.cert_chain is not None]
+    return VerificationPolicy(trusted_roots=tuple(roots))
+
+
+# ----------------------------------------------------------------------------------------------------
+# what we watch during a run
+# ----------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class DeviceRecord:
+    device: str
+    tdi_names: dict[int, str]                      # TDISP function id -> scenario TDI id
+    stream: list[tuple[int, str]] = dataclasses.field(default_factory=list)
+    tdis: list[tuple[int, str, str]] = dataclasses.field(default_factory=list)
+    phases: list[tuple[int, str, str]] = dataclasses.field(default_factory=list)
+    faults: list[tuple[int, str]] = dataclasses.field(default_factory=list)
+
+    def stream_secure_at(self, t: int | None = None) -> bool:
+        state = "insecure"
+        for when, s in self.stream:
+            if t is not None and when > t:
+                break
+            state = s
+        return state == "secure"
+
+    def tdi_state_at(self, tdi: str, t: int | None = None) -> str:
+        state = "CONFIG_UNLOCKED"
+        for when, name, s in self.tdis:
+            if t is not None and when > t:
+                break
+            if name == tdi:
+                state = s
+        return state
+
+    def first_secure(self, after: int = 0) -> int | None:
+        return next((t for t, s in self.stream if s == "secure" and t >= after), None)
+
+    def first_run(self, after: int = 0) -> int | None:
+        return next((t for t, _n, s in self.tdis if s == "RUN" and t >= after), None)
+
+
+class Watch:
+    """Follows the hardware: Root Port stream states and the DSM's TDI transitions, per device."""
+
+    def __init__(self, world: World, platform: Platform) -> None:
+        self.world = world
+        self.devices: dict[str, DeviceRecord] = {}
+        for h in platform.devices:
+            names = {h.endpoint.requester_id(t.function): t.name or f"tdi{i}" for i, t in enumerate(h.spec.tdis)}
+            rec = self.devices[h.id] = DeviceRecord(h.id, names)
+            rp = h.root_port
+            rp.stream_listeners.append(lambda block, state, rec=rec, rp=rp: self._stream(rec, rp))
+            h.dsm.add_listener(lambda event, rec=rec: self._dsm(rec, event))
+
+    def _stream(self, rec: DeviceRecord, rp: Any) -> None:
+        secure = any(rp.stream_state(b) is IdeStreamState.SECURE for b in range(rp.stream_block_count))
+        state = "secure" if secure else "insecure"
+        if not rec.stream or rec.stream[-1][1] != state:
+            rec.stream.append((self.world.now, state))
+
+    def _dsm(self, rec: DeviceRecord, event: object) -> None:
+        if isinstance(event, TdiTransition) and event.old is not event.new:
+            name = rec.tdi_names.get(event.interface_id.function_id, str(event.interface_id))
+            rec.tdis.append((self.world.now, name, event.new.name))
+
+
+# ----------------------------------------------------------------------------------------------------
+# one run
+# ----------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class RunArtifacts:
+    """Where a run writes its files (None: keep in memory only)."""
+
+    trace: TextIO | None = None
+    pcap: Any = None
+
+
+class ModelRun:
+    """One scenario under one trust model: build, play the timeline, record, check."""
+
+    def __init__(self, scenario: S.Scenario, model: S.TrustModel, artifacts: RunArtifacts | None = None) -> None:
+        self.scenario = scenario
+        self.model = model
+        self.wiring = WIRINGS[model]
+        timing = {str(c): {str(o): int(v) for o, v in ops.items()} for c, ops in scenario.timing.items()}
+        self.world = World(scenario.seed, timing=timing)
+        self.memory = MemorySink()
+        self.world.trace.subscribe(self.memory)
+        arts = artifacts or RunArtifacts()
+        if arts.trace is not None:
+            self.world.trace.subscribe(JsonLinesSink(arts.trace))
+        if arts.pcap is not None:
+            self.world.trace.subscribe(PcapSink(arts.pcap, accept=_is_doe_object))
+        self.platform = build_platform(self.world, platform_spec(scenario, self.wiring))
+        guests = [GuestSetup(g.id, guest_policy(scenario, self.platform, g)) for g in scenario.guests]
+        boot_owned = {d.id: d.owner for d in scenario.platform.devices}
+        host_owned = frozenset(d for d, o in boot_owned.items() if o == S.HOST or self.wiring.guest_devices is None)
+        self.actors: Actors = build_actors(self.world, self.platform, self.wiring,
+                                           host_policy(scenario, self.platform), guests, host_owned)
+        self.host = self.actors.host
+        self.host.policy = dataclasses.replace(self.host.policy, parallel_boot=True)
+        self.watch = Watch(self.world, self.platform)
+        self.boot_ns: int | None = None
+        self.end_ns = 0
+        self.notes: list[str] = []
+        self.attestations: dict[str, dict[str, Any]] = {}
+        self.fault_times: dict[str, list[tuple[int, str]]] = {d: [] for d in self.watch.devices}
+        self.checks: list[tuple[S.Expectation, bool, str]] = []
+        self._occurrences: dict[tuple[str, str], int] = {}
+        self._pending: list[tuple[S.Event, Any]] = []
+        self._connected: dict[str, Any] = {}
+        self._boot_assign = [(d.id, d.owner) for d in scenario.platform.devices if d.owner != S.HOST]
+        self.world.milestone_listeners.append(self._milestone)
+
+    # -- the timeline -----------------------------------------------------------------------------------
+
+    def _applies(self, item: S.Event | S.Expectation) -> bool:
+        return item.models is None or self.model in item.models
+
+    def schedule(self) -> int:
+        """Put every event on the clock (or on its milestone); returns the last fixed time."""
+        last = 0
+        events = [e for e in self.scenario.timeline if self._applies(e)]
+        if not any(e.kind is S.EventKind.BOOT for e in events):
+            self.world.call_at(0, self._boot)
+        for event in events:
+            trigger = event.trigger
+            if isinstance(trigger, int):
+                last = max(last, trigger)
+                self.world.call_at(trigger, lambda e=event: self._fire(e))
+            else:
+                self._pending.append((event, trigger))
+        for exp in self.scenario.expect:
+            if self._applies(exp) and exp.at != "end":
+                at = int(exp.at)
+                last = max(last, at)
+                self.world.call_at(at, lambda x=exp: self._check(x, at_ns=self.world.now))
+        return last
+
+    def _milestone(self, device: str, phase: str, owner: str) -> None:
+        rec = self.watch.devices.get(device)
+        if rec is not None:
+            rec.phases.append((self.world.now, phase, owner))
+        key = (device, phase)
+        self._occurrences[key] = n = self._occurrences.get(key, 0) + 1
+        for event, trigger in list(self._pending):
+            if trigger.device == device and str(trigger.phase) == phase and trigger.occurrence == n:
+                self._pending.remove((event, trigger))
+                delay = trigger.delay if isinstance(trigger, S.After) else 0
+                self.world.call_later(delay, lambda e=event: self._fire(e))
+
+    def _fire(self, event: S.Event) -> None:
+        handler = getattr(self, f"_on_{event.kind.value}", None)
+        self.world.trace.emit("scenario", getattr(event, "device", None) or getattr(event, "port", None) or "world",
+                              Channel.FAULT if event.kind not in (S.EventKind.BOOT, S.EventKind.ASSIGN, S.EventKind.DMA,
+                                                                  S.EventKind.MMIO) else Channel.LINK,
+                              b"", f"scenario event {event.kind.value}")
+        if handler is None:
+            self.notes.append(f"event '{event.kind.value}' at {self.world.now} ns is not modeled yet; it was skipped")
+            return
+        handler(event)
+
+    def _process(self, gen: Any) -> Any:
+        """Run an event's work as a process; a component refusing it is recorded, never a crash."""
+        def guarded() -> Any:
+            try:
+                return (yield from gen)
+            except Exception as exc:  # an actor refused (e.g. a relay for an unassigned device)
+                self.notes.append(f"at {self.world.now} ns: {type(exc).__name__}: {exc}")
+                self.world.trace.emit("scenario", "world", Channel.FAULT, b"",
+                                      f"scenario action failed: {type(exc).__name__}: {exc}")
+                return None
+        return self.world.process(guarded())
+
+    def _fault(self, device: str, what: str) -> None:
+        self.fault_times[device].append((self.world.now, what))
+
+    def _devices_behind(self, port: str) -> list[str]:
+        return [h.id for h in self.platform.devices if h.root_port.path == port]
+
+    # -- event handlers ----------------------------------------------------------------------------------
+
+    def _boot(self, event: S.Event | None = None) -> None:
+        if self.boot_ns is not None:
+            self.notes.append("a second boot event was ignored")
+            return
+        self.boot_ns = self.world.now
+        self.host.start()
+        self._process(self._after_boot())
+
+    def _on_boot(self, event: S.Event) -> None:
+        self._boot(event)
+
+    def _after_boot(self) -> Any:
+        yield self.host.booted
+        fw = self.actors.firmware
+        if isinstance(fw, FatTsm):
+            # tsm/connect for every device, issued concurrently (the firmware serialises them)
+            for h in self.platform.devices:
+                self._connected[h.id] = self._process(self._fat_connect(fw, h.id))
+        else:
+            for h in self.platform.devices:
+                if self.host.policy.owns(h.id):
+                    self._record_host_attestation(h.id)
+        for device, guest in self._boot_assign:
+            self._assign(device, guest)
+
+    def _fat_connect(self, fw: FatTsm, device: str) -> Any:
+        answer = yield from fw.connect(device)
+        ok = getattr(answer, "status", None) is not None and answer.status.name == "SUCCESS"
+        self.attestations.setdefault(device, {})[S.Verifier.FAT_TSM.value] = {
+            "ok": ok, "reason": None if ok else str(getattr(answer, "body", answer)), "at_ns": self.world.now}
+
+    def _record_host_attestation(self, device: str) -> None:
+        dev = self.host.devices.get(device)
+        if dev is None:
+            return
+        result = dev.last_secure
+        ok = bool(getattr(result, "ok", False))
+        self.attestations.setdefault(device, {})[S.Verifier.HOST_KERNEL.value] = {
+            "ok": ok, "reason": None if ok else getattr(result, "reason", str(result)),
+            "phase": None if ok else str(getattr(result, "phase", "")), "at_ns": self.world.now}
+
+    def _on_assign(self, event: S.AssignEvent) -> None:
+        self._assign(event.device, event.guest)
+
+    def _assign(self, device: str, guest: str) -> None:
+        if self.wiring.guest_devices is None:
+            self.notes.append(f"{self.model}: {device} assigned to {guest} stays host-owned (no TDISP in this model)")
+            self.world.trace.emit("vmm", guest, Channel.LINK, b"", f"assign {device} to {guest}: host keeps it secured")
+            return
+        self._process(self._assign_proc(device, guest))
+
+    def _assign_proc(self, device: str, guest: str) -> Any:
+        host, vmm = self.host, self.actors.vmm
+        if self.boot_ns is None or not host.booted.triggered:
+            yield host.booted
+        dev = host.devices.get(device)
+        if self.wiring.host_devices is Securer.HOST and dev is not None and isinstance(getattr(dev.last_secure, "value", None),
+                                                                                      SecuredDevice):
+            # the host gives the device up: its stream goes back before the guest takes over
+            if host.platform_handler is not None:
+                yield from host.platform_handler(device, ReleaseStream(device, dev.last_secure.value.stream_id))
+        host.policy = dataclasses.replace(host.policy, host_owned=(host.policy.host_owned or frozenset()) - {device})
+        vmm.assign(device, guest)
+        g = self.actors.guests[guest]
+        if self.wiring.guest_devices is Securer.FIRMWARE:
+            connected = self._connected.get(device)
+            if connected is not None:
+                yield connected  # the TSM binds TDIs of connected devices only
+            yield from vmm.bind_tdi(device)
+        ok = yield from g.secure(device)
+        rec = g.tdi(device)
+        verifier = S.Verifier.GUEST.value
+        self.attestations.setdefault(device, {})[verifier] = {
+            "ok": bool(ok), "guest": guest, "reason": None if ok else rec.failure, "at_ns": self.world.now}
+
+    def _guest_of(self, device: str) -> Any:
+        owner = self.actors.vmm.owner_of(device)
+        return self.actors.guests.get(owner) if owner is not None else None
+
+    def _on_dma(self, event: S.DmaEvent) -> None:
+        self._process(self._dma(event))
+
+    def _dma(self, event: S.DmaEvent) -> Any:
+        handle = self.platform.device(event.device)
+        guest = self._guest_of(event.device)
+        data = (hashlib.sha256(f"{self.scenario.seed}:{event.device}:{self.world.now}".encode()).digest()
+                * (event.bytes // 32 + 1))[:event.bytes]
+        address = 0x1000_0000
+        if guest is not None:
+            ok = yield from guest.device_dma(event.device, address, data)
+        else:
+            ok = handle.endpoint.dma_write(0, address, data)
+            yield self.world.timeout(1000)
+        self.world.trace.emit(event.device, "host-memory", Channel.LINK, b"",
+                              f"DMA {event.bytes} bytes {'arrived intact' if ok else 'FAILED'}")
+        if not ok:
+            self.notes.append(f"DMA of {event.bytes} bytes by {event.device} at {self.world.now} ns failed")
+
+    def _on_mmio(self, event: S.MmioEvent) -> None:
+        guest = self.actors.guests.get(event.guest)
+        if guest is None:
+            self.notes.append(f"mmio by {event.guest}: no such guest in {self.model}")
+            return
+        guest.mmio_write(event.device, 0, b"\x5a" * 8)
+
+    def _on_dpc(self, event: S.DpcEvent) -> None:
+        rp = self.platform.root_ports[event.port]
+        for d in self._devices_behind(event.port):
+            self._fault(d, "dpc")
+        rp.dpc.trigger(DpcTriggerReason.IN_EXTENSION, DpcTriggerReasonExt.SW_TRIGGER)
+
+    def _on_hot_reset(self, event: S.HotResetEvent) -> None:
+        for d in self._devices_behind(event.port):
+            self._fault(d, "hot_reset")
+            self._process(self.host.reset_device(d))
+
+    def _on_d3cold(self, event: S.D3ColdEvent) -> None:
+        self._fault(event.device, "d3cold")
+        self._process(self.host.enter_d3cold(event.device))
+
+    def _on_d3cold_exit(self, event: S.D3ColdExitEvent) -> None:
+        self._process(self.host.exit_d3cold(event.device))
+
+    def _on_flr(self, event: S.FlrEvent) -> None:
+        self._fault(event.device, "flr")
+        self.platform.device(event.device).endpoint.function_level_reset(event.function)
+
+    def _on_link_down(self, event: S.LinkDownEvent) -> None:
+        for d in self._devices_behind(event.port):
+            self._fault(d, "link_down")
+        self.platform.links[event.port].surprise_down()
+
+    def _on_link_up(self, event: S.LinkUpEvent) -> None:
+        self.platform.links[event.port].train()
+
+    def _on_firmware_update(self, event: S.FirmwareUpdateEvent) -> None:
+        self.platform.device(event.device).responder.update_firmware(event.version)
+        self.world.trace.emit("scenario", event.device, Channel.LINK, b"",
+                              f"{event.device} device firmware updated to {event.version}")
+
+    def _on_second_requester(self, event: S.SecondRequesterEvent) -> None:
+        self._fault(event.device, "second_requester")
+        self._process(self.host.forward_doe(event.device, DoeObjectType.SPDM, GetVersion(version=0x10).encode()))
+
+    def _on_doe_abort(self, event: S.DoeAbortEvent) -> None:
+        self.platform.device(event.device).endpoint.mailbox.abort()
+
+    def _on_drop_doe(self, event: S.DropDoeEvent) -> None:
+        for _ in range(event.count):
+            self.platform.device(event.device).endpoint.mailbox.inject_drop()
+
+    def _on_corrupt_doe(self, event: S.CorruptDoeEvent) -> None:
+        for i in range(event.count):
+            self.platform.device(event.device).endpoint.mailbox.inject_corruption(8 * 8 + i)
+
+    # -- running and checking ---------------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        last = self.schedule()
+        self.world.run(until=last + HORIZON_NS)
+        # the run ends with its last activity, not at the horizon
+        self.end_ns = max([last] + [e.time_ns for e in self.memory.events[-1:]])
+        if self._pending:
+            for event, trigger in self._pending:
+                self.notes.append(f"event '{event.kind.value}' waiting for {trigger.device} {trigger.phase} "
+                                  f"(occurrence {trigger.occurrence}) never fired: the milestone was not reached")
+        for h in self.platform.devices:
+            if self.host.policy.owns(h.id) and S.Verifier.HOST_KERNEL.value not in self.attestations.get(h.id, {}):
+                self._record_host_attestation(h.id)
+        for exp in self.scenario.expect:
+            if self._applies(exp) and exp.at == "end":
+                self._check(exp, at_ns=None)
+        return self.result()
+
+    def _check(self, exp: S.Expectation, *, at_ns: int | None) -> None:
+        held, detail = evaluate(self, exp, at_ns)
+        self.checks.append((exp, held, detail))
+
+    # -- the result --------------------------------------------------------------------------------------
+
+    def exposure_of(self, role: S.ExposureComponent, secret: Any) -> Exposure:
+        matrix = self.world.exposure.matrix()
+        levels = [matrix.get(secret, path) for path in matrix.components if component_role(self, path) is role]
+        return max(levels, default=Exposure.NEVER)
+
+    def result(self) -> dict[str, Any]:
+        end = self.end_ns
+        boot = self.boot_ns or 0
+        devices: dict[str, Any] = {}
+        for h in self.platform.devices:
+            rec = self.watch.devices[h.id]
+            owner = self.actors.vmm.owner_of(h.id) or "host"
+            start = boot
+            secure_t = rec.first_secure(start)
+            run_t = rec.first_run(start)
+            devices[h.id] = {
+                "owner": owner,
+                "secured_by": self.actors.securer_of(h.id),
+                "attestation": self.attestations.get(h.id, {}),
+                "time_to_secure_ns": None if secure_t is None else secure_t - start,
+                "time_to_run_ns": None if run_t is None else run_t - start,
+                "stream": {"state": "secure" if rec.stream_secure_at() else "insecure"},
+                "tdis": {name: rec.tdi_state_at(name) for name in rec.tdi_names.values()},
+                "insecure_windows": insecure_windows(rec, end),
+                "recoveries": recoveries(rec, self.fault_times[h.id]),
+                "tdi_transitions": [{"t_ns": t, "tdi": n, "state": s} for t, n, s in rec.tdis],
+                "stream_transitions": [{"t_ns": t, "state": s} for t, s in rec.stream],
+                "phases": [{"t_ns": t, "phase": p, "by": o} for t, p, o in rec.phases],
+            }
+        secured = [d["time_to_secure_ns"] for d in devices.values() if d["time_to_secure_ns"] is not None]
+        fw = self.actors.firmware
+        core = getattr(fw, "core", None)
+        firmware = None
+        if core is not None:
+            firmware = {"commands": len(core.records), "max_queue_depth": core.max_depth,
+                        "queue_depth": [[t, d] for t, d in core.depth_samples]}
+        exposure = self.world.exposure.matrix()
+        return {
+            "model": str(self.model),
+            "wiring": self.wiring.summary,
+            "trace_digest": self.world.trace.digest(),
+            "trace_events": self.world.trace.count,
+            "end_ns": end,
+            "devices": devices,
+            "fleet": {"devices": len(devices), "secured": len(secured),
+                      "time_to_secure_ns": max(secured) if secured and len(secured) == len(devices) else None},
+            "firmware": firmware,
+            "forwarded": forwarded(self.memory.events),
+            "crypto_ops": {p: dict(sorted(ops.items())) for p, ops in sorted(self.world.crypto_ops.items())},
+            "exposure": exposure.to_json(),
+            "roles": {p: str(component_role(self, p)) for p in exposure.components if component_role(self, p)},
+            "expectations": [{"index": i, "text": describe(x), "held": held, "detail": detail}
+                             for i, (x, held, detail) in enumerate(self.checks)],
+            "notes": self.notes,
+            "sequence": sequence(self.memory.events, self.platform.devices[0].path if self.platform.devices else ""),
+            "trusted_base": None,
+        }
+
+
+def _is_doe_object(event: TraceEvent) -> bool:
+    return event.channel is Channel.DOE and len(event.data) >= 8
+
+
+def insecure_windows(rec: DeviceRecord, end: int) -> list[list[int]]:
+    """Intervals after the device first became secure during which its stream was not."""
+    out: list[list[int]] = []
+    started: int | None = None
+    seen_secure = False
+    for t, state in rec.stream:
+        if state == "secure":
+            seen_secure = True
+            if started is not None:
+                out.append([started, t])
+                started = None
+        elif seen_secure and started is None:
+            started = t
+    if started is not None:
+        out.append([started, end])
+    return out
+
+
+def recoveries(rec: DeviceRecord, faults: list[tuple[int, str]]) -> list[dict[str, Any]]:
+    """For each injected fault, when the device was back where it was: stream secure, and its TDIs
+    that were running before the fault running again."""
+    out = []
+    for at, what in faults:
+        was_running = {n for n in rec.tdi_names.values() if rec.tdi_state_at(n, at) == "RUN"}
+        was_secure = rec.stream_secure_at(at)
+        back: int | None = None
+        candidates = sorted({t for t, _ in rec.stream if t > at} | {t for t, _n, _s in rec.tdis if t > at})
+        for t in candidates:
+            if (not was_secure or rec.stream_secure_at(t)) and all(rec.tdi_state_at(n, t) == "RUN" for n in was_running):
+                back = t
+                break
+        if not was_secure and not was_running:
+            back = at
+        out.append({"fault": what, "at_ns": at, "recovered_at_ns": back,
+                    "latency_ns": None if back is None else back - at})
+    return out
+
+
+def forwarded(events: list[TraceEvent]) -> dict[str, int]:
+    """DOE objects each software component sent on (as a relay or as the requester)."""
+    counts: dict[str, int] = {}
+    for e in events:
+        if e.channel is Channel.DOE and len(e.data) >= 8 and not e.source.startswith("rp"):
+            counts[e.source] = counts.get(e.source, 0) + 1
+        elif e.channel is Channel.FIRMWARE and len(e.data) >= 8:
+            counts[e.source] = counts.get(e.source, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def sequence(events: list[TraceEvent], device_path: str) -> list[dict[str, Any]]:
+    """The first crossings that concern one device: its message sequence, decoded one line each."""
+    out = []
+    for e in events:
+        if e.channel in (Channel.DOE, Channel.FIRMWARE, Channel.KEY_SLOT) or "phase" in e.summary:
+            if device_path and device_path not in (e.source, e.destination) and e.channel is Channel.DOE:
+                continue
+            out.append({"t_ns": e.time_ns, "from": e.source, "to": e.destination, "channel": str(e.channel),
+                        "summary": e.summary})
+            if len(out) >= SEQUENCE_LIMIT:
+                break
+    return out
+
+
+def component_role(run: ModelRun, path: str) -> S.ExposureComponent | None:
+    """Which role of the exposure rules a component path plays in this run."""
+    if path == run.host.path:
+        return S.ExposureComponent.HOST_KERNEL
+    if path == run.actors.vmm.path:
+        return S.ExposureComponent.VMM
+    fw = run.actors.firmware
+    if fw is not None and path == fw.path:
+        return S.ExposureComponent.FAT_TSM if isinstance(fw, FatTsm) else S.ExposureComponent.THIN_KEYSLOT
+    if path in run.actors.guests or any(g.id == path for g in run.scenario.guests):
+        return S.ExposureComponent.GUEST
+    if path in run.platform.root_ports:
+        return S.ExposureComponent.ROOT_PORT
+    if path in {link.path for link in run.platform.links.values()} or path.endswith(".link"):
+        return S.ExposureComponent.LINK
+    if any(path in (h.path, h.dsm_path) for h in run.platform.devices):
+        return S.ExposureComponent.DEVICE_DSM
+    return None
+
+
+# ----------------------------------------------------------------------------------------------------
+# expectations
+# ----------------------------------------------------------------------------------------------------
+
+
+def describe(exp: S.Expectation) -> str:
+    when = "at end" if exp.at == "end" else f"at {exp.at} ns"
+    if isinstance(exp, S.TdiStateExpectation):
+        return f"tdi_state {exp.device}/{exp.tdi} == {exp.state} {when}"
+    if isinstance(exp, S.StreamStateExpectation):
+        return f"stream_state {exp.device or 'port ' + str(exp.port)} == {exp.state} {when}"
+    if isinstance(exp, S.AttestationExpectation):
+        reason = f" ({exp.reason})" if exp.reason else ""
+        return f"attestation of {exp.device} by {exp.by} is {exp.outcome}{reason} {when}"
+    if isinstance(exp, S.ExposureExpectation):
+        return f"{exp.component} saw {exp.secret} at most {exp.at_most} {when}"
+    if isinstance(exp, S.LatencyExpectation):
+        return f"{exp.metric}{' of ' + exp.device if exp.device else ''} <= {exp.max} ns"
+    if isinstance(exp, S.TraceDigestExpectation):
+        return f"trace digest of {exp.model} == {exp.sha256[:16]}..."
+    return str(exp.kind)
+
+
+def evaluate(run: ModelRun, exp: S.Expectation, at_ns: int | None) -> tuple[bool, str]:
+    """Whether ``exp`` holds in ``run`` (at ``at_ns``, or now at the end), and what was found."""
+    if isinstance(exp, S.TdiStateExpectation):
+        got = run.watch.devices[exp.device].tdi_state_at(exp.tdi, at_ns)
+        return got == str(exp.state), got
+    if isinstance(exp, S.StreamStateExpectation):
+        devices = [exp.device] if exp.device else run._devices_behind(str(exp.port))
+        states = {d: "secure" if run.watch.devices[d].stream_secure_at(at_ns) else "insecure" for d in devices}
+        return all(s == str(exp.state) for s in states.values()), ", ".join(f"{d}: {s}" for d, s in states.items())
+    if isinstance(exp, S.AttestationExpectation):
+        got = run.attestations.get(exp.device, {}).get(str(exp.by))
+        if got is None:
+            return False, f"{exp.by} never attested {exp.device} in {run.model}"
+        ok = bool(got["ok"])
+        if exp.outcome is S.AttestationOutcome.OK:
+            return ok, "ok" if ok else f"failed: {got.get('reason')}"
+        reason_ok = exp.reason is None or str(exp.reason) in str(got.get("reason"))
+        return (not ok) and reason_ok, "ok" if ok else f"failed: {got.get('reason')}"
+    if isinstance(exp, S.ExposureExpectation):
+        level = run.exposure_of(exp.component, exp.secret)
+        return level <= exp.at_most.exposure(), level.name.lower()
+    if isinstance(exp, S.LatencyExpectation):
+        value = latency(run, exp)
+        if value is None:
+            return False, "never reached"
+        return value <= exp.max, f"{value} ns"
+    if isinstance(exp, S.TraceDigestExpectation):
+        if exp.model is not run.model:
+            return True, "another model's digest"
+        got = run.world.trace.digest()
+        return got == exp.sha256, got
+    return False, f"unknown expectation {exp.kind}"
+
+
+def latency(run: ModelRun, exp: S.LatencyExpectation) -> int | None:
+    boot = run.boot_ns or 0
+    devices = [exp.device] if exp.device else list(run.watch.devices)
+    values: list[int | None] = []
+    for d in devices:
+        rec = run.watch.devices[d]
+        if exp.metric in (S.LatencyMetric.TIME_TO_SECURE, S.LatencyMetric.FLEET_TIME_TO_SECURE):
+            t = rec.first_secure(boot)
+            values.append(None if t is None else t - boot)
+        elif exp.metric is S.LatencyMetric.RECOVERY:
+            recs = recoveries(rec, run.fault_times[d])
+            values += [r["latency_ns"] for r in recs] or [0]
+        elif exp.metric is S.LatencyMetric.INSECURE_WINDOW:
+            values.append(sum(b - a for a, b in insecure_windows(rec, run.end_ns)))
+    if any(v is None for v in values):
+        return None
+    return max((v for v in values if v is not None), default=0)
+
+
+# ----------------------------------------------------------------------------------------------------
+# the whole scenario
+# ----------------------------------------------------------------------------------------------------
+
+
+def run_scenario(scenario: S.Scenario, models: list[S.TrustModel] | None = None, *, out_dir: Path | None = None,
+                 scenario_file: str | None = None,
+                 progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run ``scenario`` under each model; with ``out_dir`` write trace.jsonl/doe.pcap per model there."""
+    chosen = models or list(scenario.models)
+    results: dict[str, Any] = {}
+    for model in chosen:
+        if progress is not None:
+            progress(str(model))
+        arts = RunArtifacts()
+        files: list[Any] = []
+        if out_dir is not None:
+            sub = out_dir / str(model)
+            sub.mkdir(parents=True, exist_ok=True)
+            arts.trace = open(sub / "trace.jsonl", "w", encoding="ascii")  # noqa: SIM115 - closed below
+            arts.pcap = open(sub / "doe.pcap", "wb")  # noqa: SIM115
+            files = [arts.trace, arts.pcap]
+        try:
+            results[str(model)] = ModelRun(scenario, model, arts).run()
+        finally:
+            for f in files:
+                f.close()
+    ok = all(x["held"] for r in results.values() for x in r["expectations"])
+    return {
+        "format": RESULT_FORMAT,
+        "tool": f"tiosim {__version__}",
+        "scenario": {"name": scenario.name, "file": scenario_file, "seed": scenario.seed,
+                     "description": scenario.description,
+                     "digest": digest_of_scenario(scenario)},
+        "ok": ok,
+        "models": results,
+    }
+
+
+def digest_of_scenario(scenario: S.Scenario) -> str:
+    return digest(BaseHashAlgo.SHA_256, scenario.model_dump_json().encode()).hex()
+
