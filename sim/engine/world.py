@@ -19,6 +19,7 @@ from sim.engine.exposure import ExposureTracker
 from sim.engine.faults import FaultInjector
 from sim.engine.timing import ComponentClass, Op, TimingModel
 from sim.engine.trace import Channel, TraceBus
+from sim.protocols.env import ProtocolEnv
 
 
 @dataclasses.dataclass
@@ -98,6 +99,12 @@ class World:
         if rng is None:
             rng = self._rngs[path] = DeterministicRandom(self.seed, path)
         return rng
+
+    def protocol_env(self, path: str, rng: DeterministicRandom | None = None) -> ProtocolEnv:
+        """The surroundings of a protocol object run by ``path``: its random stream (or ``rng``), and the
+        exposure tracker as both the sink of the secrets it creates and the observer of plaintext it handles."""
+        return ProtocolEnv(rng if rng is not None else self.rng(path), path, self.exposure,
+                           observer=self.exposure.observe_stored)
 
     # -- costs ---------------------------------------------------------------------------------------
 

@@ -504,7 +504,7 @@ class FatTsm:
         if dev.state is FatDeviceState.CONNECTED:
             raise _CommandFailed(FwStatus.INVALID_STATE, f"{dev.device_id} is already connected")
         self._connects += 1
-        dev.env = ProtocolEnv(self._rng.child(f"{dev.device_id}:{self._connects}"), self.path, self.world.exposure)
+        dev.env = self.world.protocol_env(self.path, self._rng.child(f"{dev.device_id}:{self._connects}"))
         dev.requester = SpdmRequester(self.requester_config, self.policy, dev.env)
         dev.tdis.clear()
         result = yield from self._run_flow(active, dev, secure_device(dev.requester, dev.env, dev.device_id))

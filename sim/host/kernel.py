@@ -311,7 +311,7 @@ class HostKernel:
 
     def env_for(self, device: str, purpose: str = "spdm") -> ProtocolEnv:
         """The host's protocol environment for one device: its own random stream, owner "host"."""
-        return ProtocolEnv(self._rng.child(f"{device}:{purpose}:{self.world.now}"), self.path, self.world.exposure)
+        return self.world.protocol_env(self.path, self._rng.child(f"{device}:{purpose}:{self.world.now}"))
 
     def authenticate(self, device: str) -> SimGen:
         """CMA-SPDM: VCA, digests, certificate, challenge, signed measurements, against the host's policy.

@@ -361,4 +361,4 @@ class DeviceSecurityManager:
 
 def _child(env: ProtocolEnv, name: str) -> ProtocolEnv:
     """The same owner, sink and meter, with an independent random stream per sub-protocol."""
-    return ProtocolEnv(env.rng.child(name), env.owner, env.sink, env.meter)
+    return ProtocolEnv(env.rng.child(name), env.owner, env.sink, env.meter, env.observer)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+from collections.abc import Callable
 
 from sim.crypto.algorithms import BaseAsymAlgo, DheGroup
 from sim.crypto.drbg import DeterministicRandom
@@ -88,10 +89,18 @@ class ProtocolEnv:
     owner: str
     sink: SecretSink | None = None
     meter: CryptoMeter = dataclasses.field(default_factory=CryptoMeter)
+    # Called with (owner, bytes) for every plaintext the object decrypts or encrypts: the exposure
+    # tracker learns that this component held whatever secrets those bytes carry (e.g. IDE keys
+    # inside a KEY_PROG that only ever crossed a wire as ciphertext).
+    observer: Callable[[str, bytes], object] | None = None
 
     @classmethod
     def for_test(cls, owner: str = "test", seed: bytes | int | str = 0) -> ProtocolEnv:
         return cls(DeterministicRandom(seed, owner), owner)
+
+    def observe(self, plaintext: bytes) -> None:
+        if self.observer is not None:
+            self.observer(self.owner, bytes(plaintext))
 
     def report(self, label: str, secret_class: SecretClass, value: bytes) -> None:
         if self.sink is not None:

@@ -40,6 +40,13 @@ class StateColour(enum.StrEnum):
 # States a run reports that have no fixed colour get these, in sorted order of their names.
 _SPARE_COLOURS = ("#1f77b4", "#9467bd", "#8c564b", "#bcbd22", "#17becf", "#7f7f7f", "#393b79", "#637939")
 _MODEL_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
+# Models often coincide (same firmware queue in thin-host and thin-guest): dashes keep every line visible.
+_MODEL_STYLES = ("solid", "dashed", "dotted", "dashdot")
+
+
+def _model_line(i: int) -> dict[str, object]:
+    return {"color": _MODEL_COLOURS[i % len(_MODEL_COLOURS)], "linestyle": _MODEL_STYLES[i % len(_MODEL_STYLES)],
+            "linewidth": 1.6}
 
 
 def _time_unit(max_ns: int) -> tuple[str, float]:
@@ -79,9 +86,16 @@ def _segments(transitions: list[Transition], end_ns: int) -> list[tuple[int, int
 
 
 def _device_rows(dev: DeviceRun) -> list[tuple[str, list[Transition]]]:
-    rows: list[tuple[str, list[Transition]]] = [("stream", list(dev.stream_transitions))]
+    """Per stream and TDI, its transitions; one that never changed is drawn in its final state throughout."""
+    stream = list(dev.stream_transitions)
+    if not stream and dev.stream is not None and dev.stream.state:
+        stream = [Transition(0, "stream", dev.stream.state)]
+    rows: list[tuple[str, list[Transition]]] = [("stream", stream)]
     for tdi in dev.tdi_ids():
-        rows.append((f"TDI {tdi}", [t for t in dev.tdi_transitions if t.subject == tdi]))
+        changes = [t for t in dev.tdi_transitions if t.subject == tdi]
+        if not changes and tdi in dev.tdis:
+            changes = [Transition(0, tdi, dev.tdis[tdi])]
+        rows.append((f"TDI {tdi}", changes))
     return rows
 
 
@@ -146,8 +160,8 @@ def queue_depth_png(comparison: Comparison) -> bytes | None:
             steps = list(run.firmware.queue_depth) or [(0, 0)]
             xs = [t / scale for t, _ in steps] + [max(run.end_ns, steps[-1][0]) / scale]
             ys = [d for _, d in steps] + [steps[-1][1]]
-            ax.step(xs, ys, where="post", color=_MODEL_COLOURS[i % len(_MODEL_COLOURS)],
-                    label=f"{run.name} (max {run.firmware.max_queue_depth})")
+            ax.step(xs, ys, where="post", label=f"{run.name} (max {run.firmware.max_queue_depth})",
+                    **_model_line(i))  # type: ignore[arg-type]
         ax.set_xlim(0, end / scale)
         ax.set_ylim(bottom=0)
         ax.set_xlabel(f"simulated time ({unit})")
@@ -175,8 +189,8 @@ def secured_over_time_png(comparison: Comparison) -> bytes | None:
         for i, name, times, total in curves:
             xs = [0.0] + [t / scale for t in times] + [end / scale]
             ys = [0] + list(range(1, len(times) + 1)) + [len(times)]
-            ax.step(xs, ys, where="post", color=_MODEL_COLOURS[i % len(_MODEL_COLOURS)],
-                    label=f"{name} ({len(times)}/{total})")
+            ax.step(xs, ys, where="post", label=f"{name} ({len(times)}/{total})",
+                    **_model_line(i))  # type: ignore[arg-type]
         ax.set_xlim(0, end / scale)
         ax.set_ylim(0, max(total for *_, total in curves) + 0.5)
         ax.set_xlabel(f"simulated time ({unit})")

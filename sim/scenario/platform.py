@@ -370,7 +370,7 @@ def _build_device(world: World, d: DeviceSpec, rp: RootPort, link: Link, index: 
         profile = make_profile(d.profile, d.id, d.firmware_version)
     except KeyError as exc:
         raise PlatformSpecError(f"device '{d.id}': {exc.args[0]}") from None
-    env = ProtocolEnv(world.rng(dsm_path), dsm_path, world.exposure)
+    env = world.protocol_env(dsm_path)
     identity = _identity(world, d, profile, dsm_path)
     dsm = _make_dsm(profile, identity, env, d, index + 1)
     irq = DoeInterruptLine()

@@ -147,6 +147,16 @@ def host_policy(scenario: S.Scenario, platform: Platform) -> VerificationPolicy:
 # ----------------------------------------------------------------------------------------------------
 
 
+@dataclasses.dataclass(frozen=True)
+class FaultMark:
+    """An injected fault on one device, and how far its stream/TDI histories were when it hit."""
+
+    at_ns: int
+    what: str
+    stream_seen: int
+    tdis_seen: int
+
+
 @dataclasses.dataclass
 class DeviceRecord:
     device: str
@@ -154,19 +164,28 @@ class DeviceRecord:
     stream: list[tuple[int, str]] = dataclasses.field(default_factory=list)
     tdis: list[tuple[int, str, str]] = dataclasses.field(default_factory=list)
     phases: list[tuple[int, str, str]] = dataclasses.field(default_factory=list)
-    faults: list[tuple[int, str]] = dataclasses.field(default_factory=list)
+    faults: list[FaultMark] = dataclasses.field(default_factory=list)
 
-    def stream_secure_at(self, t: int | None = None) -> bool:
+    def mark_fault(self, t: int, what: str) -> FaultMark:
+        """Note a fault injected now, with how many transitions had been seen before it (so that the
+        state *before* the fault is known even when the fault changes it in the same nanosecond)."""
+        mark = FaultMark(t, what, len(self.stream), len(self.tdis))
+        self.faults.append(mark)
+        return mark
+
+    def stream_secure_at(self, t: int | None = None, *, seen: int | None = None) -> bool:
+        """The stream state at time ``t`` (None: now), or after the first ``seen`` transitions."""
         state = "insecure"
-        for when, s in self.stream:
+        for when, s in self.stream[:seen]:
             if t is not None and when > t:
                 break
             state = s
         return state == "secure"
 
-    def tdi_state_at(self, tdi: str, t: int | None = None) -> str:
+    def tdi_state_at(self, tdi: str, t: int | None = None, *, seen: int | None = None) -> str:
+        """A TDI's state at time ``t`` (None: now), or after the first ``seen`` transitions."""
         state = "CONFIG_UNLOCKED"
-        for when, name, s in self.tdis:
+        for when, name, s in self.tdis[:seen]:
             if t is not None and when > t:
                 break
             if name == tdi:
@@ -317,6 +336,7 @@ class ModelRun:
 
     def _fault(self, device: str, what: str) -> None:
         self.fault_times[device].append((self.world.now, what))
+        self.watch.devices[device].mark_fault(self.world.now, what)
 
     def _devices_behind(self, port: str) -> list[str]:
         return [h.id for h in self.platform.devices if h.root_port.path == port]
@@ -527,7 +547,7 @@ class ModelRun:
                 "stream": {"state": "secure" if rec.stream_secure_at() else "insecure"},
                 "tdis": {name: rec.tdi_state_at(name) for name in rec.tdi_names.values()},
                 "insecure_windows": insecure_windows(rec, end),
-                "recoveries": recoveries(rec, self.fault_times[h.id]),
+                "recoveries": recoveries(rec),
                 "tdi_transitions": [{"t_ns": t, "tdi": n, "state": s} for t, n, s in rec.tdis],
                 "stream_transitions": [{"t_ns": t, "state": s} for t, s in rec.stream],
                 "phases": [{"t_ns": t, "phase": p, "by": o} for t, p, o in rec.phases],
@@ -584,23 +604,36 @@ def insecure_windows(rec: DeviceRecord, end: int) -> list[list[int]]:
     return out
 
 
-def recoveries(rec: DeviceRecord, faults: list[tuple[int, str]]) -> list[dict[str, Any]]:
-    """For each injected fault, when the device was back where it was: stream secure, and its TDIs
-    that were running before the fault running again."""
+def recoveries(rec: DeviceRecord, faults: list[tuple[int, str]] | None = None) -> list[dict[str, Any]]:
+    """For each injected fault, when the device was back where it was just before it: stream secure
+    (if it was), and the TDIs that were running running again; ``by`` is who re-ran the securing flow.
+
+    The state "before" is taken from the fault's mark (transitions seen when it was injected), not
+    from the clock: a DPC moves the stream and TDIs in the very nanosecond it is injected.
+    """
+    marks = rec.faults
+    if faults is not None and [(m.at_ns, m.what) for m in marks] != list(faults):
+        marks = [FaultMark(at, what, sum(t < at for t, _ in rec.stream), sum(t < at for t, _n, _s in rec.tdis))
+                 for at, what in faults]
     out = []
-    for at, what in faults:
-        was_running = {n for n in rec.tdi_names.values() if rec.tdi_state_at(n, at) == "RUN"}
-        was_secure = rec.stream_secure_at(at)
+    for mark in marks:
+        at = mark.at_ns
+        was_running = {n for n in rec.tdi_names.values() if rec.tdi_state_at(n, seen=mark.tdis_seen) == "RUN"}
+        was_secure = rec.stream_secure_at(seen=mark.stream_seen)
         back: int | None = None
-        candidates = sorted({t for t, _ in rec.stream if t > at} | {t for t, _n, _s in rec.tdis if t > at})
-        for t in candidates:
-            if (not was_secure or rec.stream_secure_at(t)) and all(rec.tdi_state_at(n, t) == "RUN" for n in was_running):
-                back = t
-                break
         if not was_secure and not was_running:
             back = at
-        out.append({"fault": what, "at_ns": at, "recovered_at_ns": back,
-                    "latency_ns": None if back is None else back - at})
+        else:
+            candidates = sorted({t for t, _ in rec.stream[mark.stream_seen:]}
+                                | {t for t, _n, _s in rec.tdis[mark.tdis_seen:]})
+            for t in candidates:
+                if (not was_secure or rec.stream_secure_at(t)) and \
+                        all(rec.tdi_state_at(n, t) == "RUN" for n in was_running):
+                    back = t
+                    break
+        by = next((owner for t, _p, owner in rec.phases if t >= at and (back is None or t <= back)), None)
+        out.append({"fault": mark.what, "at_ns": at, "recovered_at_ns": back,
+                    "latency_ns": None if back is None else back - at, "by": by if back != at else None})
     return out
 
 
@@ -636,7 +669,7 @@ def component_role(run: ModelRun, path: str) -> S.ExposureComponent | None:
     if path == run.actors.vmm.path:
         return S.ExposureComponent.VMM
     fw = run.actors.firmware
-    if fw is not None and path == fw.path:
+    if fw is not None and (path == fw.path or path.startswith(fw.path + ".")):  # incl. its key-slot principal
         return S.ExposureComponent.FAT_TSM if isinstance(fw, FatTsm) else S.ExposureComponent.THIN_KEYSLOT
     if path in run.actors.guests or any(g.id == path for g in run.scenario.guests):
         return S.ExposureComponent.GUEST
@@ -716,7 +749,7 @@ def latency(run: ModelRun, exp: S.LatencyExpectation) -> int | None:
             t = rec.first_secure(boot)
             values.append(None if t is None else t - boot)
         elif exp.metric is S.LatencyMetric.RECOVERY:
-            recs = recoveries(rec, run.fault_times[d])
+            recs = recoveries(rec)
             values += [r["latency_ns"] for r in recs] or [0]
         elif exp.metric is S.LatencyMetric.INSECURE_WINDOW:
             values.append(sum(b - a for a, b in insecure_windows(rec, run.end_ns)))

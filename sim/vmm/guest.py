@@ -248,7 +248,7 @@ class Guest:
         if self._owned.pop(device, None) is not None:  # owned before (a reset): give its streams back first
             yield from self._release_streams(device)
         self._attempts += 1
-        env = ProtocolEnv(self._rng.child(f"{device}:{self._attempts}"), self.name, self.world.exposure)
+        env = self.world.protocol_env(self.name, self._rng.child(f"{device}:{self._attempts}"))
         owned = self._owned[device] = _Owned(SpdmRequester(self.policy.requester, self.policy.verification, env),
                                              env)
         transport = self._transport(device, owned)

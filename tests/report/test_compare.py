@@ -254,3 +254,27 @@ def test_exposure_levels_as_scenario_words_are_read() -> None:
     cmp = compare([result])
     assert cmp.level("fat", "ide-key", "vmm") is Exposure.SAW_PLAINTEXT
     assert "vmm: ide-key never (thin-guest) vs plaintext (fat)" in [d.text() for d in cmp.differences]
+
+
+def test_attestation_in_both_shapes() -> None:
+    cmp = compare([make_result(("fat", "thin-guest"))])
+    fat = cmp.run("fat").devices["gpu0"].attestations
+    assert [(a.by, a.ok, a.at_ns) for a in fat] == [("fat-tsm", True, 41_233_567), ("guest", True, 45_234_567)]
+    guest = cmp.run("thin-guest").devices["gpu0"].attestations
+    assert [(a.by, a.ok, a.at_ns) for a in guest] == [("guest", True, None)]
+    result = make_result(("fat",))
+    result["models"]["fat"]["devices"]["gpu0"]["attestation"]["extra"] = True  # type: ignore[index]
+    with pytest.raises(ReportInputError, match=r"^results\[0\]\.models\.fat\.devices\.gpu0\.attestation\.extra: "
+                                               r"expected an object per verifier, got boolean true"):
+        compare([result])
+
+
+def test_roles_phases_wiring_and_notes() -> None:
+    cmp = compare([make_result(ALL)])
+    data = cmp.to_json()
+    assert data["roles"]["fat-tsm"] == {"fat": "fat-tsm", "thin-host": None, "thin-guest": None,  # type: ignore[index]
+                                        "thin-vmm": None}
+    assert data["runs"]["thin-host"]["notes"] == ["gpu0 assigned to tvm0 stays host-owned"]  # type: ignore[index]
+    phases = data["devices"]["gpu0"]["fat"]["phases"]  # type: ignore[index]
+    assert list(phases) == ["VCA", "KEY_EXCHANGE", "KEY_PROG", "K_SET_GO"]
+    assert phases["KEY_PROG"] == {"t_ns": 41_234_567 // 8 * 3, "by": "firmware"}

@@ -318,3 +318,30 @@ def test_markdown_items_stay_on_one_line() -> None:
     md = render_report([result]).markdown
     assert "\n## not a heading" not in md and "\n- not an item" not in md
     assert "`SPDM ## not a heading`" in md
+
+
+def test_roles_phases_and_verdicts_rendered(full: tuple[str, str, str]) -> None:
+    md = full[0]
+    exposure = _md_section(md, Section.EXPOSURE.value)
+    assert "| `fat-tsm` | **fat-tsm** ≠ | — | — | — |" in _md_subsection(exposure, "Component roles")
+    times = _md_section(md, Section.TIME_TO_SECURE.value)
+    assert "| `KEY_PROG` | 15.463 ms (firmware) | 11.250 ms (host) | 13.312 ms (tvm0) | 13.275 ms (tvm0) |" in times
+    devices = _md_section(md, Section.DEVICES.value)
+    assert "fat-tsm: ok (at 41.234 ms); guest: ok (at 45.235 ms)" in devices
+    assert "  - note: gpu0 assigned to tvm0 stays host-owned" in md
+    page = _parse(full[1])
+    assert ("ok", "fat-tsm: ok (at 41.234 ms); guest: ok (at 45.235 ms)") not in page.cells
+    assert (None, "fat-tsm: ok (at 41.234 ms); guest: ok (at 45.235 ms)") in page.cells
+
+
+def test_timeline_rows_draw_unchanged_states_throughout() -> None:
+    from sim.report.plots import _device_rows, _segments
+
+    result = make_result(("thin-host",), devices=1, fault=False)
+    dev = result["models"]["thin-host"]["devices"]["gpu0"]  # type: ignore[index]
+    dev["tdis"] = {"tdi0": "CONFIG_UNLOCKED"}
+    dev["tdi_transitions"] = []
+    run = compare([result]).run("thin-host")
+    rows = dict(_device_rows(run.devices["gpu0"]))
+    assert _segments(rows["TDI tdi0"], run.end_ns) == [(0, 150_000_000, "CONFIG_UNLOCKED")]
+    assert _segments(rows["stream"], run.end_ns) == [(0, 30_000_000, "insecure"), (30_000_000, 120_000_000, "secure")]

@@ -249,6 +249,7 @@ class SecureSession:
             record = MacOnlyRecord(self.session_id, bytes(message), tag, wire_seq, size).encode()
             self.env.meter.aead(len(message))
         self._seq[(direction, self.phase)] = seq + 1
+        self.env.observe(message)
         return record
 
     def _decrypt(self, record: SecuredRecord | MacOnlyRecord, keys: TrafficKeys, seq: int) -> bytes:
@@ -290,9 +291,11 @@ class SecureSession:
             if self.phase is Phase.DATA and direction in self._backup_seq:
                 # The peer may not have switched to the new key yet: libspdm retries with the backup.
                 message = self._open_with_backup(parsed, direction)
+                self.env.observe(message)
                 return message
             raise SessionDecryptError(f"record MAC check failed ({direction} {self.phase} seq {seq})") from None
         self._seq[(direction, self.phase)] = seq + 1
+        self.env.observe(message)
         return message
 
     def _open_with_backup(self, parsed: SecuredRecord | MacOnlyRecord, direction: Direction) -> bytes:
