@@ -265,6 +265,7 @@ class ModelRun:
         self.boot_ns: int | None = None
         self.end_ns = 0
         self.notes: list[str] = []
+        self.dma_log: dict[str, list[dict[str, Any]]] = {}
         self.attestations: dict[str, dict[str, Any]] = {}
         self.fault_times: dict[str, list[tuple[int, str]]] = {d: [] for d in self.watch.devices}
         self.checks: list[tuple[S.Expectation, bool, str]] = []
@@ -438,6 +439,8 @@ class ModelRun:
             yield self.world.timeout(1000)
         self.world.trace.emit(event.device, "host-memory", Channel.LINK, b"",
                               f"DMA {event.bytes} bytes {'arrived intact' if ok else 'FAILED'}")
+        self.dma_log.setdefault(event.device, []).append(
+            {"t_ns": self.world.now, "bytes": event.bytes, "ok": bool(ok), "sample": data[:32].hex()})
         if not ok:
             self.notes.append(f"DMA of {event.bytes} bytes by {event.device} at {self.world.now} ns failed")
 
@@ -551,6 +554,7 @@ class ModelRun:
                 "tdi_transitions": [{"t_ns": t, "tdi": n, "state": s} for t, n, s in rec.tdis],
                 "stream_transitions": [{"t_ns": t, "state": s} for t, s in rec.stream],
                 "phases": [{"t_ns": t, "phase": p, "by": o} for t, p, o in rec.phases],
+                "dma": self.dma_log.get(h.id, []),
             }
         secured = [d["time_to_secure_ns"] for d in devices.values() if d["time_to_secure_ns"] is not None]
         fw = self.actors.firmware
