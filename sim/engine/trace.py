@@ -159,7 +159,10 @@ LINKTYPE_MCTP = 291
 PCAP_MAGIC_USEC = 0xA1B2C3D4
 PCAP_MAGIC_NSEC = 0xA1B23C4D
 PCAP_VERSION = (2, 4)
-PCAP_SNAPLEN = 1 << 20    # a DOE object is at most 2^18 DW = 1 MiB (PROTOCOLS.md §1.3)
+# DMTF's spdm_dump refuses a file whose snaplen exceeds 0x10000 (its PCAP_PACKET_MAX_SIZE), so that is
+# the snapshot length; a larger DOE object (up to 2^18 DW = 1 MiB, PROTOCOLS.md §1.3) is cut at 64 KiB
+# with its true length kept in orig_len. Every object this simulator sends is far smaller.
+PCAP_SNAPLEN = 0x10000
 _GLOBAL = struct.Struct("<IHHiIII")
 _RECORD = struct.Struct("<IIII")
 

@@ -10,7 +10,7 @@ AMD SEV-TIO and Intel TDX Connect interfaces, TRUST_MODELS.md §2)::
     +8  ...  body (layout chosen by command, direction and status word)
 
 Fat TSM commands (SEV-TIO/TDX Connect style): TIO_STATUS, DEV_CREATE, DEV_CONNECT, DEV_DISCONNECT,
-DEV_RECLAIM, TDI_BIND, TDI_UNBIND, TDI_REPORT, TDI_STATUS, GUEST_REQUEST. A command that needs the
+DEV_RECLAIM, ROLL_KEY (an IDE key refresh, as in AMD's out-of-tree SEV-TIO driver), TDI_BIND, TDI_UNBIND, TDI_REPORT, TDI_STATUS, GUEST_REQUEST. A command that needs the
 device answers with status SPDM_REQUEST and a :class:`SpdmRequest` body: one DOE object the host
 must exchange with the device (SEV-TIO ``SEV_RET_SPDM_REQUEST``, TDX ``TDX_SPDM_REQUEST``). The host
 then re-issues the *same* command with kind CONTINUE and a :class:`SpdmContinue` body carrying the
@@ -65,6 +65,7 @@ class FwCommandId(enum.IntEnum):
     DEV_CONNECT = 0x0003
     DEV_DISCONNECT = 0x0004
     DEV_RECLAIM = 0x0005
+    ROLL_KEY = 0x0006              # out-of-tree SEV-TIO: refresh the device's IDE keys in its session
     TDI_BIND = 0x0010
     TDI_UNBIND = 0x0011
     TDI_REPORT = 0x0012
@@ -279,6 +280,29 @@ class DevReclaim(FwBody):
     dev_handle: int
 
     LAYOUT = (u32("dev_handle"),)
+
+
+@dataclasses.dataclass(frozen=True)
+class RollKey(FwBody):
+    """SEV-TIO ROLL_KEY: program the other key set of the device's stream on both ends, switch to it
+    and retire the old one, in the session that connected it (TDISP §11.4.5: keys refresh only there)."""
+
+    COMMAND = FwCommandId.ROLL_KEY
+    dev_handle: int
+
+    LAYOUT = (u32("dev_handle"),)
+
+
+@dataclasses.dataclass(frozen=True)
+class RollKeyRsp(FwBody):
+    """The stream after the refresh and the key set now in use."""
+
+    COMMAND = FwCommandId.ROLL_KEY
+    dev_handle: int
+    stream_id: int
+    key_set: KeySet
+
+    LAYOUT = (u32("dev_handle"), u8("stream_id"), u8("key_set", KeySet), Reserved(2))
 
 
 # -- fat TSM: TDIs --------------------------------------------------------------------------------
@@ -544,6 +568,7 @@ REQUEST_BODIES: dict[FwCommandId, type[FwBody]] = {
     FwCommandId.DEV_CONNECT: DevConnect,
     FwCommandId.DEV_DISCONNECT: DevDisconnect,
     FwCommandId.DEV_RECLAIM: DevReclaim,
+    FwCommandId.ROLL_KEY: RollKey,
     FwCommandId.TDI_BIND: TdiBind,
     FwCommandId.TDI_UNBIND: TdiUnbind,
     FwCommandId.TDI_REPORT: TdiReport,
@@ -563,6 +588,7 @@ RESPONSE_BODIES: dict[FwCommandId, type[FwBody]] = {
     FwCommandId.TIO_STATUS: TioStatusRsp,
     FwCommandId.DEV_CREATE: DevCreateRsp,
     FwCommandId.DEV_CONNECT: DevConnectRsp,
+    FwCommandId.ROLL_KEY: RollKeyRsp,
     FwCommandId.TDI_BIND: TdiBindRsp,
     FwCommandId.TDI_REPORT: TdiReportRsp,
     FwCommandId.TDI_STATUS: TdiStatusRsp,
@@ -572,6 +598,7 @@ RESPONSE_BODIES: dict[FwCommandId, type[FwBody]] = {
 
 # Commands that may answer SPDM_REQUEST (they talk to the device).
 DOE_COMMANDS = frozenset({FwCommandId.DEV_CONNECT, FwCommandId.DEV_DISCONNECT, FwCommandId.DEV_RECLAIM,
+                          FwCommandId.ROLL_KEY,
                           FwCommandId.TDI_BIND, FwCommandId.TDI_UNBIND, FwCommandId.TDI_REPORT,
                           FwCommandId.TDI_STATUS, FwCommandId.GUEST_REQUEST})
 

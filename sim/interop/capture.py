@@ -14,8 +14,6 @@ from typing import BinaryIO
 
 from sim.engine.trace import LINKTYPE_PCI_DOE, pcap_global_header, pcap_record
 
-SPDM_DUMP_SNAPLEN = 0x10000
-
 
 class DoeCapture:
     """Writes the pcap global header at once, then one flushed record per object."""
@@ -23,10 +21,10 @@ class DoeCapture:
     def __init__(self, stream: BinaryIO) -> None:
         self.stream = stream
         self.records = 0
-        stream.write(pcap_global_header(LINKTYPE_PCI_DOE, snaplen=SPDM_DUMP_SNAPLEN))
+        stream.write(pcap_global_header(LINKTYPE_PCI_DOE))
         stream.flush()
 
     def record(self, data: bytes) -> None:
-        self.stream.write(pcap_record(time.time_ns(), data, snaplen=SPDM_DUMP_SNAPLEN))
+        self.stream.write(pcap_record(time.time_ns(), data))
         self.stream.flush()
         self.records += 1

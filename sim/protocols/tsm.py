@@ -281,15 +281,28 @@ def accept_and_start(requester: SpdmRequester, secured: SecuredDevice, interface
     return (yield from start_interface(requester, secured))
 
 
-def refresh_keys(requester: SpdmRequester, env: ProtocolEnv, secured: SecuredDevice, port_index: int = 0
-                 ) -> TsmFlow[TsmOutcome[StreamKeys]]:
-    """Program the other key set on both ends and switch to it (a key refresh)."""
+def refresh_keys(requester: SpdmRequester, env: ProtocolEnv, secured: SecuredDevice, port_index: int = 0, *,
+                 retire_old: bool = False) -> TsmFlow[TsmOutcome[StreamKeys]]:
+    """Program the other key set on both ends and switch to it (a key refresh).
+
+    With ``retire_old`` the previous key set is then stopped on both ends, transmitters first (the
+    §4 stop order): nothing transmits under it any more once both Tx sides went to the new set, and
+    stopping erases it, so a retired key cannot be used again."""
     ide = _ide(requester, secured.session, env)
-    new_set = KeySet(1 - secured.keys.key_set)
+    old_set = secured.keys.key_set
+    new_set = KeySet(1 - old_set)
     keys = yield from _program_both_ends(ide, secured.device, secured.stream_id, new_set, port_index)
     if isinstance(keys, TsmFailure):
         return keys
     secured.keys = keys
+    if retire_old:
+        for direction in (Direction.TX, Direction.RX):
+            if not (yield RootPortKeySet(secured.device, secured.stream_id, old_set, direction, go=False)):
+                return _failure(secured.device, Phase.K_SET_GO, f"Root Port refused STOP {direction.name}",
+                                "key-slot-refused")
+            stop = yield from ide.stop(secured.stream_id, old_set, (direction,), port_index)
+            if isinstance(stop, PcisigFailure):
+                return _failure(secured.device, Phase.K_SET_GO, stop)
     return Ok(keys)
 
 

@@ -251,9 +251,12 @@ class ModelRun:
         arts = artifacts or RunArtifacts()
         if arts.trace is not None:
             self.world.trace.subscribe(JsonLinesSink(arts.trace))
-        if arts.pcap is not None:
-            self.world.trace.subscribe(PcapSink(arts.pcap, accept=_is_doe_object))
         self.platform = build_platform(self.world, platform_spec(scenario, self.wiring))
+        if arts.pcap is not None:
+            # one record per DOE object at the mailbox (the relay hops above it carry the same object)
+            endpoints = {h.path for h in self.platform.devices}
+            self.world.trace.subscribe(PcapSink(arts.pcap, accept=lambda e: _is_doe_object(e) and (
+                e.source in endpoints or e.destination in endpoints)))
         guests = [GuestSetup(g.id, guest_policy(scenario, self.platform, g)) for g in scenario.guests]
         boot_owned = {d.id: d.owner for d in scenario.platform.devices}
         host_owned = frozenset(d for d, o in boot_owned.items() if o == S.HOST or self.wiring.guest_devices is None)
@@ -266,7 +269,8 @@ class ModelRun:
         self.end_ns = 0
         self.notes: list[str] = []
         self.dma_log: dict[str, list[dict[str, Any]]] = {}
-        self.attestations: dict[str, dict[str, Any]] = {}
+        self.attestations: dict[str, dict[str, Any]] = {}   # device -> verifier -> its latest verdict
+        self.attestation_log: dict[tuple[str, str], list[dict[str, Any]]] = {}   # every verdict, in order
         self.fault_times: dict[str, list[tuple[int, str]]] = {d: [] for d in self.watch.devices}
         self.checks: list[tuple[S.Expectation, bool, str]] = []
         self._occurrences: dict[tuple[str, str], int] = {}
@@ -274,6 +278,7 @@ class ModelRun:
         self._connected: dict[str, Any] = {}
         self._boot_assign = [(d.id, d.owner) for d in scenario.platform.devices if d.owner != S.HOST]
         self.world.milestone_listeners.append(self._milestone)
+        self.host.listeners.append(self._on_host_event)
 
     # -- the timeline -----------------------------------------------------------------------------------
 
@@ -362,28 +367,75 @@ class ModelRun:
             # tsm/connect for every device, issued concurrently (the firmware serialises them)
             for h in self.platform.devices:
                 self._connected[h.id] = self._process(self._fat_connect(fw, h.id))
-        else:
-            for h in self.platform.devices:
-                if self.host.policy.owns(h.id):
-                    self._record_host_attestation(h.id)
         for device, guest in self._boot_assign:
             self._assign(device, guest)
 
     def _fat_connect(self, fw: FatTsm, device: str) -> Any:
         answer = yield from fw.connect(device)
         ok = getattr(answer, "status", None) is not None and answer.status.name == "SUCCESS"
-        self.attestations.setdefault(device, {})[S.Verifier.FAT_TSM.value] = {
-            "ok": ok, "reason": None if ok else str(getattr(answer, "body", answer)), "at_ns": self.world.now}
+        body = getattr(answer, "body", answer)
+        detail = getattr(body, "detail", None)
+        reason = detail.decode("utf-8", "replace") if isinstance(detail, bytes) else str(body)
+        self._attested(device, S.Verifier.FAT_TSM.value, ok=ok, reason=None if ok else reason)
+
+    def _attested(self, device: str, verifier: str, *, ok: bool, reason: str | None, **extra: Any) -> None:
+        """Log one verdict of ``verifier`` on ``device``; ``attestations`` keeps the latest of each."""
+        entry = {"ok": ok, "reason": reason, **extra, "at_ns": self.world.now}
+        log = self.attestation_log.setdefault((device, verifier), [])
+        log.append(entry)
+        self.attestations.setdefault(device, {})[verifier] = {**entry, "attempts": len(log)}
+
+    def _on_host_event(self, event: Any) -> None:
+        """Every attestation the host kernel runs (at boot, in a recovery path) is a verdict."""
+        kind = str(getattr(event, "kind", ""))
+        if kind not in ("authenticated", "auth-failed", "secured", "secure-failed"):
+            return
+        dev = self.host.devices.get(event.device)
+        result = None if dev is None else dev.last_secure if kind.startswith("secure") else dev.last_auth
+        ok = kind in ("authenticated", "secured")
+        self._attested(event.device, S.Verifier.HOST_KERNEL.value, ok=ok,
+                       reason=None if ok else str(getattr(result, "reason", result)),
+                       phase=None if ok else str(getattr(result, "phase", "")))
 
     def _record_host_attestation(self, device: str) -> None:
+        """The host's verdict on ``device`` from its last securing result, unless one was logged."""
         dev = self.host.devices.get(device)
-        if dev is None:
+        if dev is None or (device, S.Verifier.HOST_KERNEL.value) in self.attestation_log:
             return
         result = dev.last_secure
+        if result is None:
+            return
         ok = bool(getattr(result, "ok", False))
-        self.attestations.setdefault(device, {})[S.Verifier.HOST_KERNEL.value] = {
-            "ok": ok, "reason": None if ok else getattr(result, "reason", str(result)),
-            "phase": None if ok else str(getattr(result, "phase", "")), "at_ns": self.world.now}
+        self._attested(device, S.Verifier.HOST_KERNEL.value, ok=ok,
+                       reason=None if ok else str(getattr(result, "reason", result)),
+                       phase=None if ok else str(getattr(result, "phase", "")))
+
+    def _sync_guest_attestations(self) -> None:
+        """Guests judge a device each time they (re-)secure or accept it, also on their own after a
+        reset notice; their TDI records keep those verdicts, which become the guest's log here."""
+        for name, g in self.actors.guests.items():
+            verdicts: dict[str, list[tuple[int, bool, str | None]]] = {}
+            for (device, _fn), rec in g.tdis.items():
+                for t, what in rec.history:
+                    if what.startswith("accepted"):
+                        verdicts.setdefault(device, []).append((t, True, None))
+                    elif what.startswith("not accepted: "):
+                        verdicts.setdefault(device, []).append((t, False, what.removeprefix("not accepted: ")))
+            for device, items in verdicts.items():
+                log = [{"ok": ok, "reason": why, "guest": name, "at_ns": t} for t, ok, why in sorted(
+                    items, key=lambda v: v[0])]
+                self.attestation_log[(device, S.Verifier.GUEST.value)] = log
+                self.attestations.setdefault(device, {})[S.Verifier.GUEST.value] = {**log[-1], "attempts": len(log)}
+
+    def attestation_at(self, device: str, verifier: str, at_ns: int | None = None,
+                       guest: str | None = None) -> dict[str, Any] | None:
+        """The latest verdict of ``verifier`` on ``device`` given by ``at_ns`` (None: by now)."""
+        if verifier == S.Verifier.GUEST.value:
+            self._sync_guest_attestations()
+        log = self.attestation_log.get((device, verifier), [])
+        found = [e for e in log if (at_ns is None or e["at_ns"] <= at_ns)
+                 and (guest is None or e.get("guest") in (None, guest))]
+        return found[-1] if found else None
 
     def _on_assign(self, event: S.AssignEvent) -> None:
         self._assign(event.device, event.guest)
@@ -413,11 +465,8 @@ class ModelRun:
             if connected is not None:
                 yield connected  # the TSM binds TDIs of connected devices only
             yield from vmm.bind_tdi(device)
-        ok = yield from g.secure(device)
-        rec = g.tdi(device)
-        verifier = S.Verifier.GUEST.value
-        self.attestations.setdefault(device, {})[verifier] = {
-            "ok": bool(ok), "guest": guest, "reason": None if ok else rec.failure, "at_ns": self.world.now}
+        yield from g.secure(device)
+        self._sync_guest_attestations()
 
     def _guest_of(self, device: str) -> Any:
         owner = self.actors.vmm.owner_of(device)
@@ -535,6 +584,7 @@ class ModelRun:
         end = self.end_ns
         boot = self.boot_ns or 0
         devices: dict[str, Any] = {}
+        self._sync_guest_attestations()
         for h in self.platform.devices:
             rec = self.watch.devices[h.id]
             owner = self.actors.vmm.owner_of(h.id) or "host"
@@ -620,12 +670,17 @@ def recoveries(rec: DeviceRecord, faults: list[tuple[int, str]] | None = None) -
         marks = [FaultMark(at, what, sum(t < at for t, _ in rec.stream), sum(t < at for t, _n, _s in rec.tdis))
                  for at, what in faults]
     out = []
-    for mark in marks:
+    for i, mark in enumerate(marks):
         at = mark.at_ns
         was_running = {n for n in rec.tdi_names.values() if rec.tdi_state_at(n, seen=mark.tdis_seen) == "RUN"}
         was_secure = rec.stream_secure_at(seen=mark.stream_seen)
+        nxt = marks[i + 1] if i + 1 < len(marks) else None
+        # did this fault cost anything before the next one hit (e.g. an FLR of a function without a TDI)?
+        lost = (was_secure and any(s != "secure" for _t, s in
+                                   rec.stream[mark.stream_seen:nxt.stream_seen if nxt else None])) or \
+            any(n in was_running and s != "RUN" for _t, n, s in rec.tdis[mark.tdis_seen:nxt.tdis_seen if nxt else None])
         back: int | None = None
-        if not was_secure and not was_running:
+        if not lost:
             back = at
         else:
             candidates = sorted({t for t, _ in rec.stream[mark.stream_seen:]}
@@ -719,14 +774,16 @@ def evaluate(run: ModelRun, exp: S.Expectation, at_ns: int | None) -> tuple[bool
         states = {d: "secure" if run.watch.devices[d].stream_secure_at(at_ns) else "insecure" for d in devices}
         return all(s == str(exp.state) for s in states.values()), ", ".join(f"{d}: {s}" for d, s in states.items())
     if isinstance(exp, S.AttestationExpectation):
-        got = run.attestations.get(exp.device, {}).get(str(exp.by))
+        got = run.attestation_at(exp.device, str(exp.by), at_ns, S.attesting_guest(run.scenario, exp))
         if got is None:
             return False, f"{exp.by} never attested {exp.device} in {run.model}"
         ok = bool(got["ok"])
+        found = "ok" if ok else f"failed: {got.get('reason')}"
+        found += f" (verdict at {got['at_ns']} ns)"
         if exp.outcome is S.AttestationOutcome.OK:
-            return ok, "ok" if ok else f"failed: {got.get('reason')}"
+            return ok, found
         reason_ok = exp.reason is None or str(exp.reason) in str(got.get("reason"))
-        return (not ok) and reason_ok, "ok" if ok else f"failed: {got.get('reason')}"
+        return (not ok) and reason_ok, found
     if isinstance(exp, S.ExposureExpectation):
         level = run.exposure_of(exp.component, exp.secret)
         return level <= exp.at_most.exposure(), level.name.lower()

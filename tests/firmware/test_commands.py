@@ -34,6 +34,8 @@ from sim.firmware.commands import (
     GuestStateRsp,
     ProgramKey,
     ReleaseStream,
+    RollKey,
+    RollKeyRsp,
     SetGo,
     SetStop,
     SpdmContinue,
@@ -70,6 +72,7 @@ REQUESTS: dict[FwCommandId, FwFrame] = {
     FwCommandId.DEV_CONNECT: request(DevConnect(dev_handle=7, tc_mask=1, cert_slot=0, ide_stream_ids=bytes(8))),
     FwCommandId.DEV_DISCONNECT: request(DevDisconnect(7, DisconnectFlag.FORCE)),
     FwCommandId.DEV_RECLAIM: request(DevReclaim(7)),
+    FwCommandId.ROLL_KEY: request(RollKey(7)),
     FwCommandId.TDI_BIND: request(TdiBind(7, function=0, guest_id=1, vbdf=0x0800, flags=BindFlag.RUN_FORCE)),
     FwCommandId.TDI_UNBIND: request(TdiUnbind(7, 0)),
     FwCommandId.TDI_REPORT: request(TdiReport(7, 1)),
@@ -105,6 +108,7 @@ RESPONSES: list[FwFrame] = [
     response(FwCommandId.DEV_CONNECT, FwStatus.SPDM_REQUEST, SpdmRequest(7, DoeObjectType.SPDM, b"\x12\x84\x00\x00")),
     response(FwCommandId.TDI_BIND, FwStatus.SPDM_REQUEST, SpdmRequest(7, DoeObjectType.SECURED_SPDM, bytes(40))),
     error(FwCommandId.SET_GO, FwStatus.NOT_PERMITTED, "not yours"),
+    response(FwCommandId.ROLL_KEY, body=RollKeyRsp(7, 1, KeySet.K1)),
     response(FwCommandId.DEV_CONNECT, FwStatus.ATTESTATION_FAILED),
 ]
 
