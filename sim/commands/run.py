@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from sim.commands.common import EXIT_FAILED, EXIT_OK, UserError
@@ -54,6 +55,28 @@ def _out_dir(base: str | None, scenario: Scenario, several: bool) -> Path:
     root = Path(base) if base else Path("out")
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", scenario.name)
     return root / safe if several or not base else root
+
+
+def run_with_progress(console: Console, scenario: Scenario, models: list[TrustModel] | None, quiet: bool,
+                      **kw: Any) -> dict[str, Any]:
+    """run_scenario with a progress bar over the trust models (none when quiet or not a terminal)."""
+    chosen = models or list(scenario.models)
+    if quiet or not console.is_terminal:
+        return run_scenario(scenario, chosen, **kw)
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeElapsedColumn(), console=console, transient=True) as bar:
+        task = bar.add_task(scenario.name, total=len(chosen))
+        done: list[str] = []
+
+        def step(model: str) -> None:
+            if done:
+                bar.advance(task)
+            done.append(model)
+            bar.update(task, description=f"{scenario.name}: {model}")
+
+        result = run_scenario(scenario, chosen, progress=step, **kw)
+        bar.advance(task)
+    return result
 
 
 def summary_table(result: dict[str, Any]) -> Table:
@@ -110,7 +133,8 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         out.mkdir(parents=True, exist_ok=True)
         if not args.quiet and not args.json:
             console.print(f"running {path} under {', '.join(models)} ...")
-        result = run_scenario(scenario, models, out_dir=out, scenario_file=path)
+        result = run_with_progress(console, scenario, models, args.quiet or args.json, out_dir=out,
+                                   scenario_file=path)
         write_outputs(result, scenario, out)
         results.append(result)
         if args.json:
@@ -138,8 +162,7 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
     out.mkdir(parents=True, exist_ok=True)
     if not args.quiet:
         console.print(f"comparing {', '.join(scenario.models)} on {args.scenario} ...")
-    result = run_scenario(scenario, None, out_dir=out, scenario_file=args.scenario,
-                          progress=None if args.quiet else lambda m: console.print(f"  running {m}"))
+    result = run_with_progress(console, scenario, None, args.quiet, out_dir=out, scenario_file=args.scenario)
     write_outputs(result, scenario, out)
     paths = write_report(result, out)
     if not args.quiet:

@@ -21,6 +21,8 @@ from sim.interop.emu_socket import DEFAULT_PORT
 from sim.interop.server import LOOPBACK, EmuServer, StopReason
 from sim.protocols.spdm.profile import PROFILES
 
+MAX_TCP_PORT = 0xFFFF
+
 
 def _open_pcap(path: str | None) -> BinaryIO | None:
     if path is None:
@@ -51,6 +53,8 @@ def describe_identity(device: SocketDevice, args: argparse.Namespace) -> str:
 
 
 def cmd_serve_device(args: argparse.Namespace, console: Console) -> int:
+    if not 0 <= args.port <= MAX_TCP_PORT:  # socket.bind would raise OverflowError, not OSError
+        raise UserError(f"--port {args.port}: a TCP port is 0-{MAX_TCP_PORT}")
     device = build_device(args)
     pcap = _open_pcap(args.pcap)
 

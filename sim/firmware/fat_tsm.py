@@ -22,11 +22,19 @@ proxy" and the guest "a dumb receiver of the firmware's attestation results" (th
   its report; the guest's GUEST_REQUEST TDI_INFO returns the report and SHA-384 digests of the
   certificate chain, the measurements and the report (SEV-TIO TDI_INFO); STATE_CHANGE starts it
   (LOCKED -> RUN only, ``pci_tsm_req_scope``); TDI_STATUS / TDI_STATE read the device's TDISP state.
+* **Key refresh.** ROLL_KEY (AMD's out-of-tree SEV-TIO command set, §2) programs the other key set
+  of the device's stream on both ends in the connecting session, switches to it and retires the old
+  set (``tsm.refresh_keys``); :meth:`FatTsm.roll_key` is the host driver's call.
 * **Resets.** The merged PCI/TSM code has no hook that reconnects after a reset or resume
   (TRUST_MODELS.md §1, "inf."): with ``fat_reconnect="none"`` (the default) a reset device stays
   unconnected until someone issues a new DEV_CONNECT; ``"host-initiated"`` models a host that does so
-  (DEV_DISCONNECT FORCE, then DEV_CONNECT) when its recovery is done. Either way
-  :attr:`FatTsm.reconnects` records the window.
+  (DEV_DISCONNECT FORCE, then DEV_CONNECT) when its recovery is done, then TDI_BINDs again every TDI
+  that was bound (to the same guest) and tells :attr:`FatTsm.rebind_listeners` (the VMM, which tells
+  the guest to re-accept: TDI_INFO, verify, START). Either way :attr:`FatTsm.reconnects` records the
+  window. An FLR of function 0 is treated the same way: whether it took the DSM's SPDM session and
+  IDE keys is device-specific (TRUST_MODELS.md §3 only says an FLR of *another* function keeps them),
+  and the firmware cannot tell without talking to the device, so a host-initiated reconnect follows
+  it too. An FLR of another function only sends its TDIs to ERROR; the guest asks for a re-bind.
 """
 
 from __future__ import annotations
@@ -62,6 +70,8 @@ from sim.firmware.commands import (
     GuestRequest,
     GuestRequestType,
     GuestStateRsp,
+    RollKey,
+    RollKeyRsp,
     SpdmContinue,
     SpdmRequest,
     TdiBind,
@@ -105,6 +115,7 @@ from sim.protocols.tsm import (
     SecuredDevice,
     TsmFailure,
     lock_and_report,
+    refresh_keys,
     secure_device,
     start_interface,
     teardown,
@@ -168,6 +179,8 @@ class ReconnectRecord:
     reason: str
     reconnected_ns: int | None = None
     ok: bool | None = None
+    rebound: list[int] = dataclasses.field(default_factory=list)   # functions bound again after the reconnect
+    rebind_failed: list[int] = dataclasses.field(default_factory=list)
 
     def window_ns(self, now: int) -> int:
         """How long the device has been (or was) without a firmware connection."""
@@ -216,6 +229,8 @@ class FatTsm:
         self.devices: dict[int, FatDevice] = {}
         self.reconnects: list[ReconnectRecord] = []
         self.phase_listeners: list[Callable[[PhaseMark], None]] = []
+        # (device id, function): a TDI bound again to its guest after a host-initiated reconnect
+        self.rebind_listeners: list[Callable[[str, int], None]] = []
         self.doe_hops = 0
         self._guests: dict[int, str] = {}
         self._rng = world.rng(f"{path}.tsm")
@@ -315,6 +330,7 @@ class FatTsm:
             FwCommandId.DEV_CONNECT: self._dev_connect,
             FwCommandId.DEV_DISCONNECT: self._dev_disconnect,
             FwCommandId.DEV_RECLAIM: self._dev_reclaim,
+            FwCommandId.ROLL_KEY: self._roll_key,
             FwCommandId.TDI_BIND: self._tdi_bind,
             FwCommandId.TDI_UNBIND: self._tdi_unbind,
             FwCommandId.TDI_REPORT: self._tdi_report,
@@ -371,6 +387,13 @@ class FatTsm:
             assert isinstance(created.body, DevCreateRsp)
             handle = created.body.dev_handle
         return (yield from self.host_call(DevConnect(handle), caller=caller))
+
+    def roll_key(self, device_id: str, *, caller: str = "host") -> SimGen[FwFrame]:
+        """What a host driver's key-refresh does (SEV-TIO ROLL_KEY): returns the decoded answer."""
+        handle = self.handle_of(device_id)
+        if handle is None:
+            return error(FwCommandId.ROLL_KEY, FwStatus.INVALID_DEVICE, f"no handle for {device_id}")
+        return (yield from self.host_call(RollKey(handle), caller=caller))
 
     # ==============================================================================================
     # the firmware's transport and platform-request handler for the securing flow
@@ -552,6 +575,18 @@ class FatTsm:
         del self.devices[body.dev_handle]
         return response(FwCommandId.DEV_RECLAIM)
 
+    def _roll_key(self, active: _Active, body: RollKey) -> SimGen[FwFrame]:
+        dev = self._connected(body.dev_handle)
+        assert dev.secured is not None and dev.requester is not None and dev.env is not None
+        if dev.secured.session.ended:
+            raise _CommandFailed(FwStatus.INVALID_STATE, f"the session with {dev.device_id} has ended")
+        result = yield from self._run_flow(active, dev, refresh_keys(dev.requester, dev.env, dev.secured,
+                                                                     retire_old=True))
+        if isinstance(result, TsmFailure):
+            raise _CommandFailed(FwStatus.ATTESTATION_FAILED, str(result))
+        return response(FwCommandId.ROLL_KEY, body=RollKeyRsp(dev.handle, dev.secured.stream_id,
+                                                              dev.secured.keys.key_set))
+
     def _tdi_bind(self, active: _Active, body: TdiBind) -> SimGen[FwFrame]:
         dev = self._connected(body.dev_handle)
         if body.guest_id not in self._guests:
@@ -655,20 +690,45 @@ class FatTsm:
         if handle is None:
             return
         dev = self.devices[handle]
+        host_record = getattr(event, "record", None)
         if kind in ("error-detected", "d3cold-entered") and dev.state is FatDeviceState.CONNECTED:
             self.reconnects.append(ReconnectRecord(dev.device_id, self.world.now, kind))
-        elif kind == "reset-done" and self.fat_reconnect is FatReconnect.HOST_INITIATED:
-            record = next((r for r in reversed(self.reconnects) if r.device == dev.device_id
-                           and r.reconnected_ns is None), None)
-            if record is not None:
+        elif kind == "reset-done":
+            record = self._open_record(dev)
+            if record is None and dev.state is FatDeviceState.CONNECTED:
+                # a reset with no loss notice first (a Secondary Bus Reset): the window opened at the reset
+                started = getattr(host_record, "started_ns", self.world.now)
+                record = ReconnectRecord(dev.device_id, started, str(getattr(host_record, "cause", kind)))
+                self.reconnects.append(record)
+            if record is not None and self.fat_reconnect is FatReconnect.HOST_INITIATED:
+                self.world.process(self._host_reconnect(dev, record))
+        elif kind == "flr" and getattr(host_record, "function", None) == 0 \
+                and dev.state is FatDeviceState.CONNECTED and not getattr(host_record, "failed", ""):
+            record = ReconnectRecord(dev.device_id, getattr(host_record, "started_ns", self.world.now), "flr")
+            self.reconnects.append(record)
+            if self.fat_reconnect is FatReconnect.HOST_INITIATED:
                 self.world.process(self._host_reconnect(dev, record))
 
+    def _open_record(self, dev: FatDevice) -> ReconnectRecord | None:
+        return next((r for r in reversed(self.reconnects) if r.device == dev.device_id
+                     and r.reconnected_ns is None), None)
+
     def _host_reconnect(self, dev: FatDevice, record: ReconnectRecord) -> SimGen[None]:
-        """A host that reconnects after recovery: DEV_DISCONNECT FORCE (drop stale state), DEV_CONNECT."""
+        """A host that reconnects after recovery: DEV_DISCONNECT FORCE (drop stale state), DEV_CONNECT,
+        then TDI_BIND of every TDI that was bound, to the same guest; the guests hear of each re-bind."""
+        bound = sorted((fn, tdi.guest_id) for fn, tdi in dev.tdis.items())
         yield from self.host_call(DevDisconnect(dev.handle, DisconnectFlag.FORCE))
         answer = yield from self.host_call(DevConnect(dev.handle))
         record.ok = answer.status is FwStatus.SUCCESS
         record.reconnected_ns = self.world.now
+        if not record.ok:
+            return
+        for function, guest_id in bound:
+            got = yield from self.host_call(TdiBind(dev.handle, function, guest_id))
+            (record.rebound if got.status is FwStatus.SUCCESS else record.rebind_failed).append(function)
+            if got.status is FwStatus.SUCCESS:
+                for listener in list(self.rebind_listeners):
+                    listener(dev.device_id, function)
 
 
 def _sha384(data: bytes) -> bytes:

@@ -26,6 +26,15 @@ Component ``"host"`` (host-cpu). What it does, and which Linux behaviour it foll
 * **D3cold** — entry: save state, D3hot through PMCSR, then platform power off; exit: power on, wait
   for the link as above, restore, re-authenticate before the first driver access (``resume_noirq``).
   Secondary Bus Reset (:meth:`HostKernel.reset_device`) takes the same tail.
+* **FLR** (:meth:`HostKernel.flr`, Linux ``pcie_flr``) — save and disable the function, wait for its
+  pending transactions, set Initiate FLR in its Device Control, wait 100 ms, wait until it answers,
+  restore that function's config. Not a conventional reset: Linux does not re-authenticate after it
+  (CMA state survives FLR, TRUST_MODELS.md §1). The DSM has already moved the function's TDIs to
+  ERROR (§3); the listeners (the VMM, the fat TSM driver) hear ``flr``. Only when the host owns the
+  device, function 0 was reset and the endpoint's stream register then reads Insecure (its FLR took
+  the IDE keys and the SPDM state, the endpoint's default policy) does the host re-secure it.
+* **Key refresh** (:meth:`HostKernel.refresh_keys`) — in the session the device was secured with
+  (TDISP §11.4.5), the other key set on both ends, GO, the old set stopped (``tsm.refresh_keys``).
 * **Policy switch** — :class:`AttestationPolicy` is the proposed _OSC bit: ``os-native`` (the OS attests
   and re-keys the devices it owns) or ``firmware`` (platform firmware does; the OS only forwards DOE
   objects and reports resets).
@@ -43,7 +52,7 @@ from typing import Any
 
 import simpy
 
-from sim.devices.config_space import IDE_CTL_ENABLE, IdeStreamState, LnkSta
+from sim.devices.config_space import DEVCAP_FLR, IDE_CTL_ENABLE, Command, IdeStreamState, LnkSta
 from sim.engine.runner import drive
 from sim.engine.timing import ComponentClass, Op
 from sim.engine.trace import Channel
@@ -58,14 +67,17 @@ from sim.protocols.spdm.requester import RequesterConfig, SpdmRequester
 from sim.protocols.tsm import (
     AllocateStream,
     EnableStream,
+    Phase,
     PhaseMark,
     ProgramRootPortKey,
     ReleaseStream,
     RootPortKeySet,
     SecuredDevice,
     SecuringOptions,
+    TsmFailure,
     secure_device,
 )
+from sim.protocols.tsm import refresh_keys as tsm_refresh_keys
 from sim.rootport.dpc import DPC_STATUS_SRC, DpcStatus, DpcTriggerReason, DpcTriggerReasonExt
 from sim.rootport.ide_regs import KeySlotStatus
 from sim.scenario.platform import DeviceHandle, Platform
@@ -81,6 +93,10 @@ LINK_WAIT_TIMEOUT_NS = 1_000 * NS_PER_MS     # PCIE_LINK_RETRAIN_TIMEOUT_MS
 POST_LINK_DELAY_NS = 100 * NS_PER_MS         # PCIe r6.0 §6.6.1: 100 ms after link training before config requests
 DEVICE_READY_TIMEOUT_NS = 60_000 * NS_PER_MS  # PCIE_RESET_READY_POLL_MS
 SBR_HOLD_NS = 2 * NS_PER_MS                  # pci_reset_secondary_bus: msleep(2) with SBR set
+FLR_WAIT_NS = 100 * NS_PER_MS                # pcie_flr: msleep(100) after Initiate FLR (PCIe r6.0 §6.6.2)
+PENDING_POLLS = 4                            # pci_wait_for_pending: 4 tries, 100/200/400 ms apart
+DEVCTL_INITIATE_FLR = 0x8000
+DEVSTA_TRANSACTIONS_PENDING = 1 << 5
 PMCSR_D3HOT = 0x3
 
 
@@ -103,6 +119,7 @@ class RecoveryCause(enum.StrEnum):
     DPC = "dpc"
     HOT_RESET = "hot-reset"
     D3COLD = "d3cold"
+    FLR = "flr"
 
 
 class HostEventKind(enum.StrEnum):
@@ -118,6 +135,9 @@ class HostEventKind(enum.StrEnum):
     RECOVERED = "recovered"                # driver resumed (after re-auth/re-key when the host does them)
     RECOVERY_FAILED = "recovery-failed"
     D3COLD_ENTERED = "d3cold-entered"
+    FLR = "flr"                            # a function was reset and its config restored (record: function)
+    KEYS_REFRESHED = "keys-refreshed"
+    KEY_REFRESH_FAILED = "key-refresh-failed"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,7 +154,9 @@ class RecoveryRecord:
     """One reset of one device, from the event to the driver resuming.
 
     ``insecure_since_ns`` is when the device's IDE stream left Secure (None if it was not Secure);
-    ``secure_again_ns`` when a stream of the port became Secure again (None: not yet).
+    ``secure_again_ns`` when a stream of the port became Secure again (None: not yet). ``function`` is
+    the reset function of an FLR; ``reauth_failure`` the stable reason name (e.g. "measurement-mismatch")
+    when the host's re-authentication failed.
     """
 
     device: str
@@ -150,6 +172,8 @@ class RecoveryRecord:
     insecure_since_ns: int | None = None
     secure_again_ns: int | None = None
     failed: str = ""
+    function: int | None = None
+    reauth_failure: str = ""
 
     @property
     def latency_ns(self) -> int | None:
@@ -227,6 +251,8 @@ class HostDevice:
     insecure_since: int | None = None   # when its IDE stream last left Secure (None: Secure, or never was)
     recovery: RecoveryRecord | None = None
     ready: simpy.Event | None = None
+    requester: SpdmRequester | None = None   # the requester (and session) of the last securing, for key refresh
+    env: ProtocolEnv | None = None
 
 
 class HostKernel:
@@ -350,6 +376,7 @@ class HostKernel:
             flow = secure_device(requester, env, device, self.policy.securing)
         result = yield from drive(self.world, self.path, env.meter, flow, self._transport(device))
         dev.last_secure = result
+        dev.requester, dev.env = requester, env
         ok = bool(getattr(result, "ok", False))
         dev.secured = ok
         dev.authenticated = ok or dev.authenticated
@@ -357,6 +384,38 @@ class HostKernel:
             self._event(HostEventKind.SECURED, device, f"secured ({_outcome_text(result)})", Channel.IDE)
         else:
             self._event(HostEventKind.SECURE_FAILED, device, f"securing failed: {_outcome_text(result)}", Channel.IDE)
+        return result
+
+    def refresh_keys(self, device: str) -> SimGen:
+        """Refresh the IDE keys of a device the host secured: in the same SPDM session (TDISP §11.4.5),
+        KEY_PROG of the other key set to the device, the Root Port's slots through the platform handler,
+        GO in the §4 order, then the old set stopped on both ends. Returns the outcome
+        (``Ok(StreamKeys)`` of the new set, or a :class:`~sim.protocols.tsm.TsmFailure`)."""
+        dev = self.device(device)
+        previous = dev.last_secure
+        secured = previous.value if isinstance(previous, Ok) and isinstance(previous.value, SecuredDevice) else None
+        why = ""
+        if secured is None or dev.requester is None or dev.env is None or not dev.secured:
+            why = "the host holds no secured session for it"
+        elif secured.session.ended:
+            why = "its SPDM session has ended"
+        elif dev.state is not DeviceState.READY:
+            why = f"the device is {dev.state}"
+        if why:
+            failure = TsmFailure(device, Phase.KEY_PROG, "not-secured", f"cannot refresh keys of {device}: {why}")
+            self._event(HostEventKind.KEY_REFRESH_FAILED, device, str(failure), Channel.IDE)
+            return failure
+        assert secured is not None and dev.requester is not None and dev.env is not None
+        old = secured.keys.key_set
+        flow = tsm_refresh_keys(dev.requester, dev.env, secured, self.policy.securing.port_index, retire_old=True)
+        result = yield from drive(self.world, self.path, dev.env.meter, flow, self._transport(device))
+        if getattr(result, "ok", False):
+            self._event(HostEventKind.KEYS_REFRESHED, device,
+                        f"keys refreshed: stream {secured.stream_id} {old.name} -> {secured.keys.key_set.name}",
+                        Channel.IDE)
+        else:
+            self._event(HostEventKind.KEY_REFRESH_FAILED, device, f"key refresh failed: {_outcome_text(result)}",
+                        Channel.IDE)
         return result
 
     def _transport(self, device: str) -> Callable[[Any], SimGen]:
@@ -538,6 +597,90 @@ class HostKernel:
         yield from self._bring_back(dev, rec)
         return rec
 
+    def flr(self, device: str, function: int = 0) -> SimGen:
+        """Function Level Reset of one function, the way Linux ``pcie_flr`` does it (module docstring).
+
+        Returns the :class:`RecoveryRecord` (cause FLR; ``failed`` says why when the function cannot be
+        reset). Function 0 carries the DOE mailbox: it is unusable (forwarding refused) until the FLR is
+        over and the mailbox is brought up again; other functions leave the device usable throughout.
+        """
+        dev = self.device(device)
+        rec = RecoveryRecord(device, RecoveryCause.FLR, self.world.now, f"FLR of function {function}",
+                             function=function)
+        self.recoveries.append(rec)
+        info = next((f for f in dev.entry.functions if f.function == function), None)
+        if dev.state not in (DeviceState.READY, DeviceState.ENUMERATED):
+            rec.failed = f"the device is {dev.state}"
+            return rec
+        if info is None or info.pcie is None:
+            rec.failed = f"{device} has no function {function} with a PCI Express capability"
+            return rec
+        link, cfg, devctl = dev.handle.link, self.pci.cfg, info.pcie + 8
+        devcap = yield from cfg.ep_read(link, function, info.pcie + 4)
+        if not devcap & DEVCAP_FLR:
+            rec.failed = f"function {function} does not advertise FLR"
+            return rec
+        dev.recovery = rec
+        was_ready = dev.state
+        if function == 0:
+            dev.state = DeviceState.RECOVERING
+            if was_ready is DeviceState.READY:
+                dev.ready = self.world.env.event()
+        # pci_dev_save_and_disable: save, then Command = INTx Disable (no decoding, no bus mastering)
+        yield from self.pci.save_state(link, dev.entry)
+        yield from cfg.ep_write(link, function, 0x04, int(Command.INTX_DISABLE), 0x3)
+        # pci_wait_for_pending_transaction: Transactions Pending in Device Status, 100/200/400 ms apart
+        for attempt in range(PENDING_POLLS):
+            status = yield from cfg.ep_read(link, function, devctl)
+            if not (status >> 16) & DEVSTA_TRANSACTIONS_PENDING:
+                break
+            if attempt < PENDING_POLLS - 1:
+                yield self.world.timeout((1 << attempt) * 100 * NS_PER_MS)
+        control = yield from cfg.ep_read(link, function, devctl)
+        yield from cfg.ep_write(link, function, devctl, (control & 0xFFFF) | DEVCTL_INITIATE_FLR, 0x3)
+        self._trace(dev, Channel.LINK, f"FLR of function {function} initiated")
+        yield self.world.timeout(FLR_WAIT_NS)
+        if not (yield from self._wait_device(dev, function)):
+            return self._fail(dev, rec, f"function {function} did not answer after FLR")
+        rec.link_up_ns = self.world.now
+        only = dataclasses.replace(dev.entry, saved=tuple(x for x in dev.entry.saved if x.function == function))
+        yield from self.pci.restore_state(link, only)
+        if function == 0 and dev.entry.doe is not None:
+            yield from self.driver.reinit(device)
+        rec.restored_ns = self.world.now
+        self._trace(dev, Channel.LINK, f"function {function} config restored after FLR")
+        if function == 0 and dev.secured and self.policy.secure_streams:
+            stream_id = dev.last_secure.value.stream_id if isinstance(dev.last_secure, Ok) else None
+            if stream_id is None or not (yield from self._endpoint_stream_secure(dev, stream_id)):
+                # the FLR of the DSM function took the IDE keys (and with them the SPDM session)
+                rec.insecure_since_ns = rec.started_ns
+                dev.secured = dev.authenticated = False
+                self._trace(dev, Channel.IDE, "IDE stream Insecure after the FLR of function 0")
+                if self.policy.owns(device) and self.policy.reauth_on_recovery:
+                    yield from self._reauthenticate(dev, rec)
+        if function == 0:
+            if was_ready is DeviceState.READY:
+                self._set_ready(dev)
+            else:
+                dev.state = was_ready
+        rec.resumed_ns = self.world.now
+        self._trace(dev, Channel.LINK, f"FLR of function {function} done after {rec.latency_ns} ns")
+        self._event(HostEventKind.FLR, device, f"function {function}", record=rec)
+        return rec
+
+    def _endpoint_stream_secure(self, dev: HostDevice, stream_id: int) -> SimGen:
+        """Whether the endpoint's selective stream block carrying ``stream_id`` reads Enabled and Secure."""
+        ide, link, cfg = dev.entry.ide, dev.handle.link, self.pci.cfg
+        if ide is None:
+            return False
+        blocks = yield from cfg.ide_selective_blocks(lambda off: cfg.ep_read(link, 0, off), ide)
+        for off, _n in blocks:
+            ctl = yield from cfg.ep_read(link, 0, off + 4)
+            if ctl != ALL_ONES and ctl & IDE_CTL_ENABLE and (ctl >> 24) & 0xFF == stream_id:
+                status = yield from cfg.ep_read(link, 0, off + 8)
+                return bool(status & 0xF == IdeStreamState.SECURE)
+        return False
+
     def enter_d3cold(self, device: str) -> SimGen:
         """Suspend: save state, D3hot via PMCSR, then platform power off (the endpoint loses everything)."""
         dev = self.device(device)
@@ -594,16 +737,24 @@ class HostKernel:
         self._trace(dev, Channel.LINK, "config state restored, DOE mailbox up")
         self._event(HostEventKind.RESET_DONE, dev.entry.id, str(rec.cause), record=rec)
         if self.policy.owns(dev.entry.id) and self.policy.reauth_on_recovery:
-            outcome = yield from self.secure(dev.entry.id, recovering=True)
-            rec.reauth_ns = self.world.now
-            rec.reauthenticated = bool(getattr(outcome, "ok", False))
-            rec.rekeyed = dev.secured if self.policy.secure_streams else None
+            yield from self._reauthenticate(dev, rec)
         self._set_ready(dev)
         rec.resumed_ns = self.world.now
         self._trace(dev, Channel.LINK, f"driver resumed after {rec.cause}: {rec.latency_ns} ns "
                                        f"(re-authenticated: {rec.reauthenticated})")
         self._event(HostEventKind.RECOVERED, dev.entry.id, str(rec.cause), record=rec)
         return rec
+
+    def _reauthenticate(self, dev: HostDevice, rec: RecoveryRecord) -> SimGen:
+        """Re-secure (or re-authenticate) before the driver resumes; the record keeps the outcome and,
+        on failure, its stable reason (a device whose firmware changed fails with measurement-mismatch
+        against a policy that pins the old digest)."""
+        outcome = yield from self.secure(dev.entry.id, recovering=True)
+        rec.reauth_ns = self.world.now
+        rec.reauthenticated = bool(getattr(outcome, "ok", False))
+        rec.rekeyed = dev.secured if self.policy.secure_streams else None
+        rec.reauth_failure = "" if rec.reauthenticated else str(getattr(outcome, "reason", _outcome_text(outcome)))
+        return outcome
 
     def _wait_link(self, dev: HostDevice, *, up: bool) -> SimGen:
         """Poll the Root Port's Link Status (DLL Link Active) every 1 ms, for at most 1 s."""
@@ -621,12 +772,12 @@ class HostKernel:
                 return False
             yield self.world.timeout(LINK_POLL_NS)
 
-    def _wait_device(self, dev: HostDevice) -> SimGen:
+    def _wait_device(self, dev: HostDevice, function: int = 0) -> SimGen:
         """pci_dev_wait: read Command until it is not all ones, sleeping 1, 2, 4 ... ms in between."""
         delay = NS_PER_MS
         waited = 0
         while True:
-            value = yield from self.pci.cfg.ep_read(dev.handle.link, 0, 0x04)
+            value = yield from self.pci.cfg.ep_read(dev.handle.link, function, 0x04)
             if value != ALL_ONES:
                 return True
             if waited > DEVICE_READY_TIMEOUT_NS:

@@ -399,11 +399,10 @@ class IdeKmResponder:
 def _kp_ack(stream_id: int, key_sub_stream: int, port_index: int, status: KpAckStatus) -> bytes:
     """KP_ACK echoing the request's StreamID, KeySubStream byte and PortIndex exactly as received."""
     sub = (key_sub_stream >> 4) & 0xF
-    ack = KpAck(stream_id=stream_id, status=status, key_set=KeySet(key_sub_stream & 1),
-                direction=Direction((key_sub_stream >> 1) & 1),
-                sub_stream=SubStream(sub) if sub in SubStream._value2member_map_ else SubStream.PR,
-                port_index=port_index).encode()
-    return ack[:5] + bytes([key_sub_stream]) + ack[6:]  # keep an unsupported sub-stream value visible
+    return KpAck(stream_id=stream_id, status=status, key_set=KeySet(key_sub_stream & 1),
+                 direction=Direction((key_sub_stream >> 1) & 1),
+                 sub_stream=SubStream._value2member_map_.get(sub, sub),  # a reserved value stays visible
+                 port_index=port_index).encode()
 
 
 # --------------------------------------------------------------------------------------------

@@ -16,7 +16,11 @@ the guest (TRUST_MODELS.md §5-6; the TDISP spec: the "TSM is permitted to use a
 * fat: GUEST_REQUEST frames to the host's fat-TSM driver, which runs the SPDM_REQUEST loop.
 
 The VMM also tells a guest when the host reports a reset (DPC, hot reset, D3cold, FLR) of a device
-assigned to it, so the guest can re-run its flow (thin) or re-accept (fat).
+assigned to it, so the guest can re-run its flow (thin) or re-accept (fat), and (fat) when the TSM
+driver re-bound the guest's TDIs after reconnecting a reset device. A fat guest cannot STOP a TDI
+itself (``pci_tsm_req_scope`` STATE_CHANGE allows only UNLOCKED->LOCKED and LOCKED->RUN, and bind /
+unbind are host-side link operations, TRUST_MODELS.md §1-2), so after an FLR it asks the VMM to
+re-bind: TDI_UNBIND (STOP) and TDI_BIND (LOCK) through the host's TSM driver (:meth:`Vmm.rebind_tdi`).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from sim.engine.runner import SimGen
 from sim.engine.timing import ComponentClass, Op
 from sim.engine.trace import Channel
 from sim.engine.world import World
-from sim.firmware.commands import FwFrame, TdiBind
+from sim.firmware.commands import FwFrame, TdiBind, TdiUnbind
 from sim.firmware.commands import summarize as summarize_frame
 from sim.firmware.core import enable_selective_stream
 from sim.firmware.keyslot_service import KeySlotService
@@ -42,7 +46,9 @@ VMM_PRINCIPAL = "vmm"
 # the device was lost (contained / powered off), and the device is usable again.
 LOST_EVENT_KINDS = frozenset({"error-detected", "d3cold-entered"})
 BACK_EVENT_KINDS = frozenset({"recovered"})
-RESET_EVENT_KINDS = LOST_EVENT_KINDS | BACK_EVENT_KINDS
+FLR_NOTICE = "flr"          # a function of the device went through an FLR (its TDIs are in ERROR)
+REBOUND_NOTICE = "rebound"  # fat: the TSM driver reconnected the device and re-bound the guest's TDIs
+RESET_EVENT_KINDS = LOST_EVENT_KINDS | BACK_EVENT_KINDS | {FLR_NOTICE}
 
 
 class DoeForwarder(Protocol):
@@ -111,6 +117,9 @@ class Vmm:
         listeners = getattr(host, "listeners", None)
         if isinstance(listeners, list):
             listeners.append(self._on_host_event)
+        rebound = getattr(firmware, "rebind_listeners", None)
+        if isinstance(rebound, list):
+            rebound.append(self._on_rebound)
 
     # -- guests and devices ----------------------------------------------------------------------------
 
@@ -284,12 +293,31 @@ class Vmm:
         yield self.world.delay(self.path, Op.FW_COMMAND_DISPATCH)
         return (yield from target.host_call(TdiBind(handle, function, guest_id)))  # type: ignore[union-attr]
 
+    def rebind_tdi(self, guest: str, device: str, function: int = 0) -> SimGen[FwFrame]:
+        """Fat model, on the guest's request: TDI_UNBIND (TDISP STOP: ERROR -> CONFIG_UNLOCKED) then
+        TDI_BIND (LOCK) through the host's TSM driver; returns the TDI_BIND answer. An UNBIND refusal
+        (nothing bound, or the device no longer answers in the TSM's session) does not stop the BIND:
+        the TSM forgets the TDI either way, and BIND says whether the TDI can be locked again."""
+        self._check(guest, device)
+        target = self.firmware
+        handle = target.handle_of(device) if hasattr(target, "handle_of") else None  # type: ignore[union-attr]
+        if handle is None or not hasattr(target, "host_call"):
+            raise RelayRefused(f"the firmware is not a fat TSM, or it has no handle for '{device}'")
+        yield self._vm_exit(guest)
+        self.world.trace.emit(guest, self.path, Channel.LINK, b"", f"re-bind {device} fn{function}")
+        yield self.world.delay(self.path, Op.FW_COMMAND_DISPATCH)
+        yield from target.host_call(TdiUnbind(handle, function))  # type: ignore[union-attr]
+        return (yield from self.bind_tdi(device, function))
+
     # -- resets ---------------------------------------------------------------------------------------
 
     def _on_host_event(self, event: object) -> None:
         kind = str(getattr(event, "kind", ""))
         if kind in RESET_EVENT_KINDS:
             self.notify_reset(str(getattr(event, "device", "")), kind)
+
+    def _on_rebound(self, device: str, function: int) -> None:
+        self.notify_reset(device, REBOUND_NOTICE)
 
     def notify_reset(self, device: str, reason: str) -> None:
         """Upcall from the host: ``device`` was reset (DPC, hot reset, D3cold, FLR...). Tell its guest."""

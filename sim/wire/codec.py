@@ -138,9 +138,22 @@ class UInt(Spec):
 _NO_MEMBERS: dict[int, Any] = {}
 
 
+class OpenEnum:
+    """Marks an enum field whose reserved values still decode, as plain ints.
+
+    For responses that echo a request field byte for byte (an IDE_KM KP_ACK echoes whatever
+    KeySubStream it was sent, reserved sub-streams included), so that the echo stays readable.
+    """
+
+    def __init__(self, enum_type: type[enum.IntEnum]) -> None:
+        self.enum_type = enum_type
+
+
 def to_enum(enum_type: Any, v: int, r: Reader, field: str, offset: int) -> Any:
     if enum_type is None:
         return v
+    if isinstance(enum_type, OpenEnum):
+        return enum_type.enum_type._value2member_map_.get(v, v)
     # Fast path: the member the enum call would return (every value seen once is in this map, flags included).
     member = getattr(enum_type, "_value2member_map_", _NO_MEMBERS).get(v)
     if member is not None:

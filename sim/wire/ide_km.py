@@ -12,7 +12,7 @@ import dataclasses
 import enum
 from typing import Any, ClassVar
 
-from sim.wire.codec import Array, Bits, Bytes, Const, DecodeError, Message, Reader, Reserved, u8, u32
+from sim.wire.codec import Array, Bits, Bytes, Const, DecodeError, Message, OpenEnum, Reader, Reserved, u8, u32
 
 KEY_BYTES = 32
 IFV_BYTES = 8
@@ -86,13 +86,21 @@ class _DwReversedBytes(Bytes):
         values[self.name] = dw_reverse(values[self.name])
 
 
-def _key_sub_stream() -> Bits:
-    """The KeySubStream byte (§6.2): bit 0 key set, bit 1 direction, bits 3:2 reserved, bits 7:4 sub-stream."""
+def _key_sub_stream(*, echo: bool = False) -> Bits:
+    """The KeySubStream byte (§6.2): bit 0 key set, bit 1 direction, bits 3:2 reserved, bits 7:4 sub-stream.
+
+    With ``echo`` (KP_ACK, K_GOSTOP_ACK) a reserved sub-stream value decodes as a plain int: the
+    device echoes the byte it was sent, including a sub-stream it refuses.
+    """
     return Bits("key_sub_stream", 1, [
         ("key_set", 0, 1, KeySet),
         ("direction", 1, 1, Direction),
-        ("sub_stream", 4, 4, SubStream),
+        ("sub_stream", 4, 4, OpenEnum(SubStream) if echo else SubStream),
     ])
+
+
+def sub_stream_name(value: SubStream | int) -> str:
+    return value.name if isinstance(value, SubStream) else f"reserved({int(value)})"
 
 
 IDE_KM_MESSAGES: dict[int, type[IdeKmMessage]] = {}
@@ -213,7 +221,7 @@ class KpAck(IdeKmMessage):
     status: KpAckStatus
     key_set: KeySet
     direction: Direction
-    sub_stream: SubStream
+    sub_stream: SubStream | int  # an int: the reserved sub-stream of a refused KEY_PROG, echoed
     port_index: int = 0
 
     LAYOUT = (
@@ -221,22 +229,22 @@ class KpAck(IdeKmMessage):
         Reserved(2),
         u8("stream_id"),
         u8("status", KpAckStatus),
-        _key_sub_stream(),
+        _key_sub_stream(echo=True),
         u8("port_index"),
     )
 
     def summary(self) -> str:
         return (f"KP_ACK stream={self.stream_id} {self.key_set.name} {self.direction.name} "
-                f"{self.sub_stream.name} port={self.port_index} status={self.status.name}")
+                f"{sub_stream_name(self.sub_stream)} port={self.port_index} status={self.status.name}")
 
 
-def _selector_layout(object_id: IdeKmObjectId) -> tuple[Any, ...]:
+def _selector_layout(object_id: IdeKmObjectId, *, echo: bool = False) -> tuple[Any, ...]:
     return (
         Const("object_id", 1, object_id),
         Reserved(2),
         u8("stream_id"),
         Reserved(1),
-        _key_sub_stream(),
+        _key_sub_stream(echo=echo),
         u8("port_index"),
     )
 
@@ -248,12 +256,12 @@ class _KeySelector(IdeKmMessage):
     stream_id: int
     key_set: KeySet
     direction: Direction
-    sub_stream: SubStream
+    sub_stream: SubStream | int  # an int only in K_GOSTOP_ACK echoing a reserved sub-stream
     port_index: int = 0
 
     def summary(self) -> str:
         return (f"{self.NAME} stream={self.stream_id} {self.key_set.name} {self.direction.name} "
-                f"{self.sub_stream.name} port={self.port_index}")
+                f"{sub_stream_name(self.sub_stream)} port={self.port_index}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -277,7 +285,7 @@ class KGoStopAck(_KeySelector):
     """K_GOSTOP_ACK: the answer to both K_SET_GO and K_SET_STOP."""
 
     OBJECT_ID = IdeKmObjectId.K_GOSTOP_ACK
-    LAYOUT = _selector_layout(IdeKmObjectId.K_GOSTOP_ACK)
+    LAYOUT = _selector_layout(IdeKmObjectId.K_GOSTOP_ACK, echo=True)
 
 
 def decode_ide_km(data: bytes) -> IdeKmMessage:

@@ -299,6 +299,16 @@ def test_reset_forgets_and_erases_everything() -> None:
 # ------------------------------------------------------------------ fuzz
 
 
+def test_kp_ack_echoing_a_reserved_sub_stream_decodes() -> None:
+    """Found by the fuzz test below: a short KEY_PROG naming sub-stream 3 gets a KP_ACK that echoes it."""
+    rsp, _ = make_responder()
+    out = rsp.handle(0, b"\x02\x00\x00\x00\x00\x30\x00")
+    assert isinstance(out, bytes)
+    ack = decode_ide_km(out)
+    assert isinstance(ack, KpAck) and ack.sub_stream == 3 and ack.status is not KpAckStatus.SUCCESS
+    assert "reserved(3)" in ack.summary()
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=64), st.one_of(st.none(), st.integers(0, 0xFFFFFFFF)))
 def test_random_bytes_never_raise(data: bytes, session: int | None) -> None:
