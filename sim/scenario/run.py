@@ -20,6 +20,7 @@ from sim import __version__
 from sim.crypto.algorithms import BaseHashAlgo
 from sim.crypto.hashes import digest
 from sim.devices.config_space import IdeStreamState
+from sim.devices.endpoint import EndpointEventKind
 from sim.engine.exposure import Exposure
 from sim.engine.trace import Channel, JsonLinesSink, MemorySink, PcapSink, TraceEvent
 from sim.engine.world import World
@@ -200,7 +201,13 @@ class DeviceRecord:
 
 
 class Watch:
-    """Follows the hardware: Root Port stream states and the DSM's TDI transitions, per device."""
+    """Follows the hardware: each device's IDE stream and the DSM's TDI transitions.
+
+    A device's stream counts as secure only while BOTH ends read Secure: the Root Port's stream
+    block and the endpoint's. A device can lose its keys without the Root Port noticing (its SPDM
+    session ended by a second requester, an FLR of function 0): its traffic is then no longer
+    protected although the Root Port's status still reads Secure (TRUST_MODELS.md §3, §11.4.5).
+    """
 
     def __init__(self, world: World, platform: Platform) -> None:
         self.world = world
@@ -208,14 +215,23 @@ class Watch:
         for h in platform.devices:
             names = {h.endpoint.requester_id(t.function): t.name or f"tdi{i}" for i, t in enumerate(h.spec.tdis)}
             rec = self.devices[h.id] = DeviceRecord(h.id, names)
-            rp = h.root_port
-            rp.stream_listeners.append(lambda block, state, rec=rec, rp=rp: self._stream(rec, rp))
+            h.root_port.stream_listeners.append(lambda block, state, rec=rec, h=h: self._stream(rec, h))
+            previous = h.endpoint.observer   # the trace glue: keep it, and watch IDE state changes too
+            h.endpoint.observer = lambda event, rec=rec, h=h, prev=previous: self._endpoint(rec, h, event, prev)
             h.dsm.add_listener(lambda event, rec=rec: self._dsm(rec, event))
 
-    def _stream(self, rec: DeviceRecord, rp: Any) -> None:
-        secure = any(rp.stream_state(b) is IdeStreamState.SECURE for b in range(rp.stream_block_count))
+    def _endpoint(self, rec: DeviceRecord, h: Any, event: Any, previous: Callable[[Any], None] | None) -> None:
+        if previous is not None:
+            previous(event)
+        if event.kind is EndpointEventKind.IDE_STATE:
+            self._stream(rec, h)
+
+    def _stream(self, rec: DeviceRecord, h: Any) -> None:
+        rp = h.root_port
+        rp_secure = any(rp.stream_state(b) is IdeStreamState.SECURE for b in range(rp.stream_block_count))
+        secure = rp_secure and h.endpoint.secure_stream() is not None
         state = "secure" if secure else "insecure"
-        if not rec.stream or rec.stream[-1][1] != state:
+        if state != (rec.stream[-1][1] if rec.stream else "insecure"):   # a stream starts out insecure
             rec.stream.append((self.world.now, state))
 
     def _dsm(self, rec: DeviceRecord, event: object) -> None:

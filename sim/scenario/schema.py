@@ -54,6 +54,13 @@ class TrustModel(enum.StrEnum):
     THIN_VMM = "thin-vmm"      # no firmware service: the VMM writes the Root Port key slots for the guest
 
 
+class FatReconnectMode(enum.StrEnum):
+    """Fat model only: who reconnects a device the firmware lost to a reset (``sim.firmware.fat_tsm``)."""
+
+    NONE = "none"                      # as merged upstream: nobody; the device stays unconnected
+    HOST_INITIATED = "host-initiated"  # the host re-issues DEV_CONNECT and re-binds the guests' TDIs
+
+
 class SpdmProfileName(enum.StrEnum):
     """Named responder profiles (``sim.protocols.spdm.profile.PROFILES``)."""
 
@@ -810,6 +817,8 @@ class Scenario(_Model):
     """Every key, nonce and identity derives from it: same seed, same bytes."""
     models: Annotated[list[TrustModel], Field(min_length=1)] = list(TrustModel)
     """Trust models to run the scenario under (default: all four)."""
+    fat_reconnect: FatReconnectMode = FatReconnectMode.NONE
+    """Fat model: whether the host reconnects (and re-binds) a device after a reset (default: none)."""
     platform: Platform
     guests: list[Guest] = []
     timing: TimingOverrides = {}

@@ -113,8 +113,11 @@ def principals(wiring: Wiring) -> frozenset[str]:
 
 def build_actors(world: World, platform: Platform, wiring: Wiring, host_verification: VerificationPolicy,
                  guests: list[GuestSetup], host_owned: frozenset[str], *,
-                 fat_reconnect: FatReconnect = FatReconnect.NONE) -> Actors:
-    """Create the host kernel, the firmware, the VMM and the guests for one trust model."""
+                 fat_reconnect: FatReconnect | str = FatReconnect.NONE) -> Actors:
+    """Create the host kernel, the firmware, the VMM and the guests for one trust model.
+
+    ``fat_reconnect`` (the scenario's top-level ``fat_reconnect``, a ``FatReconnectMode`` or its value)
+    matters under the fat model only."""
     firmware: Any = None
     host_policy = HostPolicy(
         attestation_policy=(AttestationPolicy.FIRMWARE if wiring.host_devices is Securer.FIRMWARE
@@ -125,7 +128,7 @@ def build_actors(world: World, platform: Platform, wiring: Wiring, host_verifica
     )
     host = HostKernel(world, platform, host_policy)
     if wiring.firmware is Firmware.FAT_TSM:
-        firmware = FatTsm(world, platform, host, fat_reconnect=fat_reconnect)
+        firmware = FatTsm(world, platform, host, fat_reconnect=FatReconnect(str(fat_reconnect)))
     elif wiring.firmware is Firmware.KEY_SLOT_SERVICE:
         firmware = KeySlotService(world, platform)
     if wiring.host_devices is Securer.HOST:

@@ -18,6 +18,26 @@ Accepting a TDI moves it to RUN; the guest then does MMIO to the device and has 
 its memory, through the real Root Port and link (the bytes on the link are IDE ciphertext when the
 stream is Secure). It notices a TDI leaving RUN by periodic checks (TDISP GET_DEVICE_INTERFACE_STATE
 in thin models, the firmware's TDI_STATE in fat) or by the VMM's reset notice, and records when.
+
+After the VMM's notices (the guest checks the device's own answer before it acts; the VMM is not
+trusted to say which function was reset):
+
+* conventional reset ("recovered"): thin guests secure the device again from the start; fat guests
+  wait, since only a new DEV_CONNECT helps and a guest cannot issue one ("rebound" follows when the
+  host reconnects, ``fat_reconnect="host-initiated"``; then the guest re-accepts: TDI_INFO, verify,
+  START);
+* FLR ("flr", TRUST_MODELS.md §3: the function's TDIs are in ERROR and need a STOP): thin guests STOP
+  the TDI (-> CONFIG_UNLOCKED) and LOCK / REPORT / START it again in the same session when that
+  session survived (an FLR of a function other than 0), or secure the device from the start when it
+  did not (function 0's FLR dropped SPDM and IDE, the endpoint's default). Fat guests cannot STOP
+  (``pci_tsm_req_scope`` STATE_CHANGE allows only UNLOCKED->LOCKED and LOCKED->RUN; SEV-TIO's
+  TDI_UNBIND/TDI_BIND are host operations, §1-2), so they ask the VMM to re-bind (TDI_UNBIND +
+  TDI_BIND through the host's TSM driver) and re-accept; when the firmware no longer answers for the
+  TDI at all (its session went with a function-0 FLR) the guest stays out of RUN until a "rebound".
+
+Every refusal is recorded with a stable reason (:attr:`TdiRecord.failure_reason`): a device whose
+firmware was updated fails re-attestation against a policy pinning the old digest with
+"measurement-mismatch" in either model.
 """
 
 from __future__ import annotations
@@ -29,7 +49,7 @@ from typing import Any
 
 from sim.crypto.algorithms import BaseHashAlgo
 from sim.crypto.hashes import digest
-from sim.crypto.identity import verify_spdm_cert_chain
+from sim.crypto.identity import ChainStatus, verify_spdm_cert_chain
 from sim.engine.runner import SimGen, drive
 from sim.engine.timing import ComponentClass, Op
 from sim.engine.trace import Channel
@@ -49,7 +69,7 @@ from sim.firmware.keyslot_service import GuestChannelEnd, GuestChannelSender, Ke
 from sim.protocols.env import ProtocolEnv
 from sim.protocols.flow import Outbound
 from sim.protocols.ide_km import PcisigFailure
-from sim.protocols.spdm.outcome import Ok
+from sim.protocols.spdm.outcome import FailureReason, Ok
 from sim.protocols.spdm.policy import VerificationPolicy
 from sim.protocols.spdm.requester import RequesterConfig, SpdmRequester
 from sim.protocols.tdisp import InterfaceReport, TdispRequester
@@ -58,11 +78,12 @@ from sim.protocols.tsm import (
     SecuredDevice,
     TsmFailure,
     accept_and_start,
+    refresh_keys,
     secure_device,
     teardown,
 )
 from sim.scenario.platform import DeviceHandle, Platform
-from sim.vmm.vmm import LOST_EVENT_KINDS, Vmm
+from sim.vmm.vmm import FLR_NOTICE, LOST_EVENT_KINDS, REBOUND_NOTICE, Vmm
 from sim.wire.codec import DecodeError, Reader
 from sim.wire.doe import DoeObjectType
 from sim.wire.spdm.measurements import MeasurementBlock
@@ -132,7 +153,9 @@ class TdiRecord:
     """What the guest knows about one of its TDIs and when things happened to it (times in ns).
 
     ``left_run_ns``/``left_run_how`` describe the current outage (None while the TDI runs);
-    ``outages`` keeps every one, closed when the guest accepts the TDI again.
+    ``outages`` keeps every one, closed when the guest accepts the TDI again. ``failure`` is the last
+    refusal in words, ``failure_reason`` its stable name (a ``FailureReason``/TsmFailure reason value
+    such as "measurement-mismatch", or "report-rejected", "rebind-failed", "session-ended").
     """
 
     device: str
@@ -143,6 +166,7 @@ class TdiRecord:
     left_run_ns: int | None = None
     left_run_how: str = ""
     failure: str = ""
+    failure_reason: str = ""
     history: list[tuple[int, str]] = dataclasses.field(default_factory=list)
     outages: list[Outage] = dataclasses.field(default_factory=list)
 
@@ -179,6 +203,7 @@ class Guest:
         self._tag = 0
         self._slots: KeySlotRequestHandler | None = None
         self._securing: set[str] = set()
+        self._rebound_pending: set[str] = set()
         self.phase_listeners: list[Callable[[PhaseMark], None]] = []
         self.channel: GuestChannelEnd | None = None
         self.guest_id: int | None = None
@@ -242,7 +267,9 @@ class Guest:
         finally:
             self._securing.discard(device)
 
-    def _secure(self, device: str, function: int) -> SimGen[bool]:
+    def _secure(self, device: str, function: int, *, unlock_first: bool = False) -> SimGen[bool]:
+        """The whole flow. ``unlock_first``: STOP the interface in the new session before LOCK (after an
+        FLR the TDI is in ERROR, and only STOP leaves it; STOP is legal in every state)."""
         rec = self.tdi(device, function)
         rec.secure_started_ns = self.world.now
         if self._owned.pop(device, None) is not None:  # owned before (a reset): give its streams back first
@@ -256,15 +283,46 @@ class Guest:
                                   secure_device(owned.requester, env, device), transport)
         if isinstance(result, TsmFailure):
             yield from self._release_streams(device)   # a stream the failed flow took is given back
-            return self._failed(rec, str(result))
+            return self._failed(rec, str(result), result.reason)
         owned.secured = result.value
         interface = InterfaceId(self._handle(device).endpoint.requester_id(function))
+        if unlock_first:
+            stopped = yield from drive(self.world, self.name, env.meter, TdispRequester.over_session(
+                owned.requester, owned.secured.session).stop(interface), transport)
+            if isinstance(stopped, PcisigFailure):
+                return self._failed(rec, f"STOP: {stopped}", str(stopped.reason))
         started = yield from drive(self.world, self.name, env.meter,
                                    accept_and_start(owned.requester, owned.secured, interface, self._judge_report),
                                    transport)
         if isinstance(started, TsmFailure):
-            return self._failed(rec, str(started))
+            return self._failed(rec, str(started), started.reason)
         return self._accepted(rec)
+
+    def refresh_keys(self, device: str) -> SimGen[bool]:
+        """Refresh the IDE keys of a device this guest secured (thin models): in its own session (TDISP
+        §11.4.5), fresh keys of the other key set to the device over the VMM relay (ciphertext to the VMM)
+        and to the Root Port over its key path (sealed guest channel, or the VMM in thin-vmm), GO, then the
+        old set stopped on both ends. False when the guest holds no live session for the device; a fat
+        guest never holds IDE keys (the host's ROLL_KEY refreshes them in the firmware)."""
+        owned = self._owned.get(device)
+        if self.model is GuestModel.FAT or owned is None or owned.secured is None \
+                or owned.secured.session.ended or device in self._securing:
+            return False
+        secured = owned.secured
+        old = secured.keys.key_set
+        self._securing.add(device)
+        try:
+            result = yield from drive(self.world, self.name, owned.env.meter,
+                                      refresh_keys(owned.requester, owned.env, secured, retire_old=True),
+                                      self._transport(device, owned))
+        finally:
+            self._securing.discard(device)
+        for (dev, _fn), rec in self.tdis.items():
+            if dev == device:
+                self._note(rec, f"keys refreshed: stream {secured.stream_id} {old.name} -> "
+                                f"{secured.keys.key_set.name}" if not isinstance(result, TsmFailure)
+                           else f"key refresh failed: {result}")
+        return not isinstance(result, TsmFailure)
 
     def release(self, device: str, function: int = 0) -> SimGen[bool]:
         """Give the device up (thin models): STOP the TDI, stop the stream Tx first, END_SESSION, and
@@ -288,15 +346,16 @@ class Guest:
         problems = self.policy.report.problems(report.report)
         return "; ".join(problems) if problems else None
 
-    def _failed(self, rec: TdiRecord, why: str) -> bool:
+    def _failed(self, rec: TdiRecord, why: str, reason: str = "") -> bool:
         rec.failure = why
+        rec.failure_reason = str(reason)
         self._note(rec, f"not accepted: {why}")
         return False
 
     def _accepted(self, rec: TdiRecord) -> bool:
         rec.state = TdiState.RUN
         rec.accepted_ns = self.world.now
-        rec.left_run_ns, rec.left_run_how, rec.failure = None, "", ""
+        rec.left_run_ns, rec.left_run_how, rec.failure, rec.failure_reason = None, "", "", ""
         if rec.outages and rec.outages[-1].back_ns is None:
             rec.outages[-1].back_ns = self.world.now
         self._note(rec, "accepted: RUN")
@@ -364,27 +423,36 @@ class Guest:
         rec.secure_started_ns = self.world.now
         info = yield from self._guest_request(device, function, GuestRequestType.TDI_INFO)
         if info.status is not FwStatus.SUCCESS or not isinstance(info.body, TdiInfo):
-            return self._failed(rec, f"TDI_INFO: {info.status.name if info.status else '?'}")
+            status = info.status.name if info.status else "?"
+            return self._failed(rec, f"TDI_INFO: {status}", f"firmware-{status.lower().replace('_', '-')}")
         body = info.body
         nbytes = len(body.certificates) + len(body.measurements) + len(body.report)
         yield self.world.delay(self.name, Op.HASH_PER_KIB, nbytes=nbytes)
         problems = self.evidence_problems(body)
         if problems:
-            return self._failed(rec, "; ".join(problems))
+            findings = self.evidence_findings(body)
+            return self._failed(rec, "; ".join(problems), findings[0][0] if findings else "evidence-rejected")
         started = yield from self._guest_request(device, function, GuestRequestType.STATE_CHANGE)
         if started.status is not FwStatus.SUCCESS or not isinstance(started.body, GuestStateRsp) \
                 or started.body.state is not TdiState.RUN:
-            return self._failed(rec, f"START: {started.status.name if started.status else '?'}")
+            status = started.status.name if started.status else "?"
+            return self._failed(rec, f"START: {status}", "start-refused")
         return self._accepted(rec)
 
     def evidence_problems(self, info: TdiInfo) -> list[str]:
         """Why the firmware's evidence does not satisfy this guest's policy ([] when it does)."""
-        out: list[str] = []
+        return [text for _, text in self.evidence_findings(info)]
+
+    def evidence_findings(self, info: TdiInfo) -> list[tuple[str, str]]:
+        """(stable reason, words) for every way the evidence fails the policy; reasons are the requester's
+        ``FailureReason`` values where one fits (digest-mismatch, untrusted-root, cert-chain-invalid,
+        malformed-response, measurement-mismatch) and "report-rejected" for the interface report."""
+        out: list[tuple[str, str]] = []
         for what, blob, want in (("certificates", info.certificates, info.certificates_digest),
                                  ("measurements", info.measurements, info.measurements_digest),
                                  ("report", info.report, info.report_digest)):
             if digest(BaseHashAlgo.SHA_384, blob) != want:
-                out.append(f"{what} do not match their SHA-384 digest")
+                out.append((str(FailureReason.DIGEST_MISMATCH), f"{what} do not match their SHA-384 digest"))
         verification = self.policy.verification
         chain_ok = False
         for algo in (BaseHashAlgo.SHA_384, BaseHashAlgo.SHA_256):
@@ -394,19 +462,23 @@ class Guest:
                 chain_ok = True
                 break
         if not chain_ok:
-            out.append(f"certificate chain does not verify against the guest's roots ({result.status.name})")
+            reason = FailureReason.UNTRUSTED_ROOT if result.status is ChainStatus.UNTRUSTED_ROOT \
+                else FailureReason.CERT_CHAIN_INVALID
+            out.append((str(reason), f"certificate chain does not verify against the guest's roots "
+                                     f"({result.status.name})"))
         try:
             blocks = _measurement_blocks(info.measurements)
         except DecodeError as exc:
-            out.append(f"measurement record: {exc}")
+            out.append((str(FailureReason.MALFORMED_RESPONSE), f"measurement record: {exc}"))
         else:
-            out.extend(verification.measurement_problems(blocks))
+            out.extend((str(FailureReason.MEASUREMENT_MISMATCH), p)
+                       for p in verification.measurement_problems(blocks))
         try:
             report = TdiReport.decode(info.report)
         except DecodeError as exc:
-            out.append(f"report: {exc}")
+            out.append((str(FailureReason.MALFORMED_RESPONSE), f"report: {exc}"))
         else:
-            out.extend(self.policy.report.problems(report))
+            out.extend(("report-rejected", p) for p in self.policy.report.problems(report))
         return out
 
     # ==============================================================================================
@@ -417,6 +489,12 @@ class Guest:
         """Ask the device (thin: TDISP GET_DEVICE_INTERFACE_STATE in the guest's session; fat: the
         firmware's TDI_STATE) what state the TDI is in; None when there is no answer."""
         rec = self.tdi(device, function)
+        state = yield from self._read_state(device, function)
+        if state is not TdiState.RUN:
+            self._left_run(rec, f"state check: {state.name if state is not None else 'no answer'}")
+        return state
+
+    def _read_state(self, device: str, function: int) -> SimGen[TdiState | None]:
         state: TdiState | None = None
         if self.model is GuestModel.FAT:
             got = yield from self._guest_request(device, function, GuestRequestType.TDI_STATE)
@@ -433,8 +511,6 @@ class Guest:
                     state = result.value
                 elif isinstance(result, PcisigFailure):
                     state = None
-        if state is not TdiState.RUN:
-            self._left_run(rec, f"state check: {state.name if state is not None else 'no answer'}")
         return state
 
     def watch(self, device: str, function: int = 0, *, period_ns: int = 10_000_000,
@@ -449,8 +525,20 @@ class Guest:
         return rec.left_run_ns
 
     def on_reset_notice(self, device: str, reason: str) -> None:
-        """The VMM says the host reset (or lost) an assigned device, or that it is usable again."""
+        """The VMM says the host reset (or lost) an assigned device, that it is usable again, that one
+        of its functions went through an FLR, or (fat) that the TSM re-bound its TDIs (module docstring)."""
         self.notices.append((self.world.now, device, reason))
+        if reason == FLR_NOTICE:
+            if any(dev == device for dev, _fn in self.tdis):
+                self.world.process(self.recover_after_flr(device))
+            return
+        if reason == REBOUND_NOTICE:
+            if self.model is GuestModel.FAT and self.recover_on_reset:
+                if device in self._securing:
+                    self._rebound_pending.add(device)   # accepted once the running recovery is over
+                else:
+                    self.world.process(self._reaccept_fat(device))
+            return
         for (dev, _fn), rec in self.tdis.items():
             if dev != device:
                 continue
@@ -460,6 +548,78 @@ class Guest:
             for (dev, fn), rec in list(self.tdis.items()):
                 if dev == device and rec.state is not TdiState.RUN:
                     self.world.process(self.secure(dev, fn))
+
+    def recover_after_flr(self, device: str) -> SimGen[None]:
+        """After the VMM's FLR notice: ask the device (or, fat, the firmware) for each of this guest's
+        TDIs on ``device``; a TDI still in RUN was not affected. One that is not has left RUN; unless
+        ``recover_on_reset`` is off it is brought back (module docstring: STOP + LOCK/REPORT/START in
+        the surviving session, a full re-secure without one, or a fat re-bind and re-accept)."""
+        if device in self._securing:
+            return
+        self._securing.add(device)
+        try:
+            for (dev, fn), rec in list(self.tdis.items()):
+                if dev != device:
+                    continue
+                state = yield from self._read_state(device, fn)
+                if state is TdiState.RUN:
+                    continue
+                self._left_run(rec, f"VMM notice: {FLR_NOTICE}; state {state.name if state else 'no answer'}")
+                if not self.recover_on_reset:
+                    continue
+                if self.model is GuestModel.FAT:
+                    yield from self._recover_fat_tdi(device, fn, rec, state)
+                else:
+                    yield from self._recover_thin_tdi(device, fn, rec, state)
+        finally:
+            self._securing.discard(device)
+        if device in self._rebound_pending:
+            self._rebound_pending.discard(device)
+            yield from self._reaccept_fat(device)
+
+    def _recover_thin_tdi(self, device: str, function: int, rec: TdiRecord, state: TdiState | None) -> SimGen[bool]:
+        owned = self._owned.get(device)
+        if state is None or owned is None or owned.secured is None or owned.secured.session.ended:
+            self._note(rec, "no answer in the guest's session: securing the device again")
+            return (yield from self._secure(device, function, unlock_first=True))
+        secured = owned.secured
+        interface = InterfaceId(self._handle(device).endpoint.requester_id(function))
+        transport = self._transport(device, owned)
+        if state is not TdiState.CONFIG_UNLOCKED:
+            stopped = yield from drive(self.world, self.name, owned.env.meter, TdispRequester.over_session(
+                owned.requester, secured.session).stop(interface), transport)
+            if isinstance(stopped, PcisigFailure):
+                return self._failed(rec, f"STOP: {stopped}", str(stopped.reason))
+            rec.state = TdiState.CONFIG_UNLOCKED
+            self._note(rec, "STOP: CONFIG_UNLOCKED (same session)")
+        secured.running = False
+        rec.secure_started_ns = self.world.now
+        started = yield from drive(self.world, self.name, owned.env.meter,
+                                   accept_and_start(owned.requester, secured, interface, self._judge_report),
+                                   transport)
+        if isinstance(started, TsmFailure):
+            return self._failed(rec, str(started), started.reason)
+        return self._accepted(rec)
+
+    def _recover_fat_tdi(self, device: str, function: int, rec: TdiRecord, state: TdiState | None) -> SimGen[bool]:
+        if state is None:
+            # the firmware cannot read the TDI in its session: the FLR took it (function 0); only a new
+            # DEV_CONNECT by the host helps, which a guest cannot ask for ("rebound" follows if it happens)
+            return self._failed(rec, "the firmware no longer answers for the TDI: waiting for a reconnect",
+                                str(FailureReason.SESSION_ENDED))
+        if state is not TdiState.CONFIG_LOCKED:
+            bound = yield from self.vmm.rebind_tdi(self.name, device, function)
+            if bound.status is not FwStatus.SUCCESS:
+                status = bound.status.name if bound.status else "?"
+                return self._failed(rec, f"re-bind: {status}", "rebind-failed")
+            self._note(rec, "re-bound by the TSM: CONFIG_LOCKED")
+        return (yield from self.accept_fat(device, function))
+
+    def _reaccept_fat(self, device: str) -> SimGen[None]:
+        """Fat: the TSM re-bound this guest's TDIs of ``device``; accept those not running."""
+        for (dev, fn), rec in list(self.tdis.items()):
+            if dev == device and rec.state is not TdiState.RUN:
+                yield from self.accept_fat(device, fn)
 
     # ==============================================================================================
     # using the device: MMIO and DMA through the real Root Port and link
