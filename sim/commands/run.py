@@ -155,6 +155,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_compare(args: argparse.Namespace, console: Console) -> int:
+    from sim.report.compare import compare
     from sim.report.write import write_report
 
     scenario = _load(args.scenario, args.seed)
@@ -167,7 +168,11 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
     paths = write_report(result, out)
     if not args.quiet:
         console.print(summary_table(result))
-        console.print(f"wrote {paths.markdown}, {paths.html}, {paths.json}")
+        diffs = compare(result).differences
+        console.print(f"[bold]Who saw which secret, where the models differ[/bold] ({len(diffs)}):")
+        for d in diffs:
+            console.print(f"  {d.text()}")
+        console.print(f"wrote {paths.markdown}, {paths.html} (plots), {paths.json}")
     for line in failures(result):
         console.print(f"[red]FAIL[/red] {line}")
     return EXIT_FAILED if failures(result) else EXIT_OK

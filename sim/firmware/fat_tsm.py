@@ -108,6 +108,7 @@ from sim.protocols.tdisp import TdispRequester
 from sim.protocols.tsm import (
     AllocateStream,
     EnableStream,
+    Phase,
     PhaseMark,
     ProgramRootPortKey,
     ReleaseStream,
@@ -600,6 +601,14 @@ class FatTsm:
         view = dataclasses.replace(dev.secured, interface=None, nonce=None, report=None, running=False)
         result = yield from self._run_flow(active, dev, lock_and_report(dev.requester, view, interface,
                                                                          self.lock_flags))
+        if isinstance(result, TsmFailure) and result.phase is Phase.LOCK:
+            # LOCK leaves only CONFIG_UNLOCKED: a TDI an FLR or a lost session left in ERROR (or still
+            # locked by a session that is gone) is STOPped first, which is legal in every state (§3)
+            stop = yield from self._run_flow(active, dev, TdispRequester.over_session(
+                dev.requester, dev.secured.session).stop(interface))
+            if not isinstance(stop, PcisigFailure):
+                result = yield from self._run_flow(active, dev, lock_and_report(dev.requester, view, interface,
+                                                                                 self.lock_flags))
         if isinstance(result, TsmFailure):
             raise _CommandFailed(FwStatus.ATTESTATION_FAILED, str(result))
         dev.tdis[body.function] = FatTdi(body.function, body.guest_id, interface, view)

@@ -18,7 +18,7 @@ Callers and their keys:
 
 Ownership: a stream belongs to the principal that allocated it (the host, or the guest's name); every
 later command on it from anyone else is NOT_PERMITTED. Slots are written through the Root Port's
-key-programming path under the principal ``"firmware.keyslot"``.
+key-programming path under the principal ``"firmware"`` (its own component name).
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ from sim.scenario.platform import Platform
 from sim.wire.codec import DecodeError
 from sim.wire.ide_km import SubStream
 
-KEYSLOT_PRINCIPAL = "firmware.keyslot"
+KEYSLOT_PRINCIPAL = FIRMWARE_PATH  # the firmware itself writes the slots: one component, one name in the trace
 GUEST_CHANNEL_KEY_BYTES = 32
 MAX_STREAM_ID = 255
 

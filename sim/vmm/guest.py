@@ -242,11 +242,13 @@ class Guest:
             raise RuntimeError("the VMM gave the guest no platform to look devices up in")
         return self.platform.device(device)
 
-    def _left_run(self, rec: TdiRecord, how: str) -> None:
+    def _left_run(self, rec: TdiRecord, how: str, at: int | None = None) -> None:
+        """The TDI is found out of RUN; ``at`` is when the guest learnt of it (default: now)."""
+        when = self.world.now if at is None else at
         if rec.state is TdiState.RUN and rec.left_run_ns is None:
-            rec.left_run_ns = self.world.now
+            rec.left_run_ns = when
             rec.left_run_how = how
-            rec.outages.append(Outage(self.world.now, how))
+            rec.outages.append(Outage(when, how))
             self._note(rec, f"left RUN ({how})")
         if rec.state is TdiState.RUN:
             rec.state = None
@@ -556,6 +558,7 @@ class Guest:
         the surviving session, a full re-secure without one, or a fat re-bind and re-accept)."""
         if device in self._securing:
             return
+        noticed = self.world.now
         self._securing.add(device)
         try:
             for (dev, fn), rec in list(self.tdis.items()):
@@ -564,7 +567,8 @@ class Guest:
                 state = yield from self._read_state(device, fn)
                 if state is TdiState.RUN:
                     continue
-                self._left_run(rec, f"VMM notice: {FLR_NOTICE}; state {state.name if state else 'no answer'}")
+                self._left_run(rec, f"VMM notice: {FLR_NOTICE}; state {state.name if state else 'no answer'}",
+                               at=noticed)
                 if not self.recover_on_reset:
                     continue
                 if self.model is GuestModel.FAT:

@@ -1,4 +1,4 @@
-"""The thin key-slot service on a real platform: slots written by "firmware.keyslot", ownership
+"""The thin key-slot service on a real platform: slots written by "firmware", ownership
 enforced, the guest channel is real AES-256-GCM that the carrier sees only as ciphertext."""
 
 from __future__ import annotations

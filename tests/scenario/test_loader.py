@@ -147,7 +147,8 @@ def test_unknown_key() -> None:
 def test_unknown_top_level_key() -> None:
     text = GOOD + "extras: 1\n"
     assert errors_of(text) == [f"s.yaml:{at(text, 'extras')}: extras: unknown key 'extras' (expected one of: name, "
-                               "description, seed, models, platform, guests, timing, timeline, expect)"]
+                               "description, seed, models, fat_reconnect, platform, guests, timing, timeline, "
+                               "expect)"]
 
 
 def test_wrong_type() -> None:

@@ -34,8 +34,8 @@ IDE_KEYS = {
                           C.FAT_TSM: None, C.THIN_KEYSLOT: None},
 }
 # who wrote the Root Port's key slots for the device
-SLOT_WRITER = {TrustModel.FAT: "firmware", TrustModel.THIN_HOST: "firmware.keyslot",
-               TrustModel.THIN_GUEST: "firmware.keyslot", TrustModel.THIN_VMM: "vmm"}
+SLOT_WRITER = {TrustModel.FAT: "firmware", TrustModel.THIN_HOST: "firmware",
+               TrustModel.THIN_GUEST: "firmware", TrustModel.THIN_VMM: "vmm"}
 
 
 @pytest.fixture(scope="module")
