@@ -618,6 +618,8 @@ class ModelRun:
                 "insecure_windows": insecure_windows(rec, end),
                 "recoveries": recoveries(rec),
                 "tdi_transitions": [{"t_ns": t, "tdi": n, "state": s} for t, n, s in rec.tdis],
+                "tdis_sent_to": {state: sum(1 for _t, _n, s in rec.tdis if s == state)
+                                 for state in ("ERROR", "CONFIG_UNLOCKED")},
                 "stream_transitions": [{"t_ns": t, "state": s} for t, s in rec.stream],
                 "phases": [{"t_ns": t, "phase": p, "by": o} for t, p, o in rec.phases],
                 "dma": self.dma_log.get(h.id, []),
