@@ -10,11 +10,12 @@ AMD SEV-TIO and Intel TDX Connect interfaces, TRUST_MODELS.md §2)::
     +8  ...  body (layout chosen by command, direction and status word)
 
 Fat TSM commands (SEV-TIO/TDX Connect style): TIO_STATUS, DEV_CREATE, DEV_CONNECT, DEV_DISCONNECT,
-DEV_RECLAIM, ROLL_KEY (an IDE key refresh, as in AMD's out-of-tree SEV-TIO driver), TDI_BIND, TDI_UNBIND, TDI_REPORT, TDI_STATUS, GUEST_REQUEST. A command that needs the
-device answers with status SPDM_REQUEST and a :class:`SpdmRequest` body: one DOE object the host
-must exchange with the device (SEV-TIO ``SEV_RET_SPDM_REQUEST``, TDX ``TDX_SPDM_REQUEST``). The host
-then re-issues the *same* command with kind CONTINUE and a :class:`SpdmContinue` body carrying the
-device's answer (``sev_tio_continue``), until the firmware answers with a final status.
+DEV_RECLAIM, ROLL_KEY (an IDE key refresh, as in AMD's out-of-tree SEV-TIO driver), TDI_BIND,
+TDI_UNBIND, TDI_REPORT, TDI_STATUS, GUEST_REQUEST. A command that needs the device answers with
+status SPDM_REQUEST and a :class:`SpdmRequest` body: one DOE object the host must exchange with the
+device (SEV-TIO ``SEV_RET_SPDM_REQUEST``, TDX ``TDX_SPDM_REQUEST``). The host then re-issues the
+*same* command with kind CONTINUE and a :class:`SpdmContinue` body carrying the device's answer
+(``sev_tio_continue``), until the firmware answers with a final status.
 
 Thin key-slot service commands (Arm CCA EL3 ``RP_IDE_KEY_*`` analogue): ALLOCATE_STREAM,
 PROGRAM_KEY, SET_GO, SET_STOP, RELEASE_STREAM. A guest reaches them only through GUEST_CHANNEL,

@@ -22,6 +22,8 @@ proxy" and the guest "a dumb receiver of the firmware's attestation results" (th
   its report; the guest's GUEST_REQUEST TDI_INFO returns the report and SHA-384 digests of the
   certificate chain, the measurements and the report (SEV-TIO TDI_INFO); STATE_CHANGE starts it
   (LOCKED -> RUN only, ``pci_tsm_req_scope``); TDI_STATUS / TDI_STATE read the device's TDISP state.
+  A TDI_BIND whose LOCK is refused STOPs the TDI (legal in every TDISP state) and LOCKs once more, so
+  a TDI an FLR or a lost session left in ERROR can be bound again.
 * **Key refresh.** ROLL_KEY (AMD's out-of-tree SEV-TIO command set, §2) programs the other key set
   of the device's stream on both ends in the connecting session, switches to it and retires the old
   set (``tsm.refresh_keys``); :meth:`FatTsm.roll_key` is the host driver's call.

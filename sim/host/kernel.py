@@ -642,7 +642,6 @@ class HostKernel:
         yield self.world.timeout(FLR_WAIT_NS)
         if not (yield from self._wait_device(dev, function)):
             return self._fail(dev, rec, f"function {function} did not answer after FLR")
-        rec.link_up_ns = self.world.now
         only = dataclasses.replace(dev.entry, saved=tuple(x for x in dev.entry.saved if x.function == function))
         yield from self.pci.restore_state(link, only)
         if function == 0 and dev.entry.doe is not None:
@@ -831,7 +830,8 @@ class HostKernel:
         event = HostEvent(kind, device, self.world.now, detail, record)
         self.events.append(event)
         if device and kind in (HostEventKind.AUTHENTICATED, HostEventKind.AUTH_FAILED, HostEventKind.SECURED,
-                               HostEventKind.SECURE_FAILED):
+                               HostEventKind.SECURE_FAILED, HostEventKind.KEYS_REFRESHED,
+                               HostEventKind.KEY_REFRESH_FAILED):
             self._trace(self.device(device), channel, detail)
         for listener in list(self.listeners):
             listener(event)

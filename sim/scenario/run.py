@@ -277,7 +277,8 @@ class ModelRun:
         boot_owned = {d.id: d.owner for d in scenario.platform.devices}
         host_owned = frozenset(d for d, o in boot_owned.items() if o == S.HOST or self.wiring.guest_devices is None)
         self.actors: Actors = build_actors(self.world, self.platform, self.wiring,
-                                           host_policy(scenario, self.platform), guests, host_owned)
+                                           host_policy(scenario, self.platform), guests, host_owned,
+                                           fat_reconnect=scenario.fat_reconnect)
         self.host = self.actors.host
         self.host.policy = dataclasses.replace(self.host.policy, parallel_boot=True)
         self.watch = Watch(self.world, self.platform)
@@ -535,8 +536,31 @@ class ModelRun:
         self._process(self.host.exit_d3cold(event.device))
 
     def _on_flr(self, event: S.FlrEvent) -> None:
+        """The host initiates the FLR (Linux pcie_flr); owners react as their model does."""
         self._fault(event.device, "flr")
-        self.platform.device(event.device).endpoint.function_level_reset(event.function)
+        self._process(self.host.flr(event.device, event.function))
+
+    def _on_key_refresh(self, event: S.KeyRefreshEvent) -> None:
+        """The device's owner programs the other key set on both ends and switches to it."""
+        self._process(self._key_refresh(event.device))
+
+    def _key_refresh(self, device: str) -> Any:
+        guest = self._guest_of(device)
+        fw = self.actors.firmware
+        if isinstance(fw, FatTsm):
+            answer = yield from fw.roll_key(device)
+            ok = getattr(getattr(answer, "status", None), "name", "") == "SUCCESS"
+            by = fw.path
+        elif guest is not None and self.wiring.guest_devices is Securer.GUEST:
+            ok = bool((yield from guest.refresh_keys(device)))
+            by = guest.name
+        else:
+            ok = bool(getattr((yield from self.host.refresh_keys(device)), "ok", False))
+            by = self.host.path
+        self.world.trace.emit(by, device, Channel.IDE, b"",
+                              f"{device} key refresh by {by}: {'switched key set' if ok else 'FAILED'}")
+        if not ok:
+            self.notes.append(f"key refresh of {device} by {by} at {self.world.now} ns failed")
 
     def _on_link_down(self, event: S.LinkDownEvent) -> None:
         for d in self._devices_behind(event.port):

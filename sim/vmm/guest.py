@@ -326,6 +326,11 @@ class Guest:
                            else f"key refresh failed: {result}")
         return not isinstance(result, TsmFailure)
 
+    def secured_device(self, device: str) -> SecuredDevice | None:
+        """What this guest holds for a device it secured itself (thin models): session, stream, keys."""
+        owned = self._owned.get(device)
+        return None if owned is None else owned.secured
+
     def release(self, device: str, function: int = 0) -> SimGen[bool]:
         """Give the device up (thin models): STOP the TDI, stop the stream Tx first, END_SESSION, and
         return the stream to the key-slot path (``tsm.teardown``)."""
@@ -544,8 +549,9 @@ class Guest:
         for (dev, _fn), rec in self.tdis.items():
             if dev != device:
                 continue
-            if reason in LOST_EVENT_KINDS:
-                self._left_run(rec, f"VMM notice: {reason}")
+            # lost, or back after a reset the guest may not have heard begin (a Secondary Bus Reset):
+            # either way a conventional reset left every TDI in CONFIG_UNLOCKED (§11.4.8)
+            self._left_run(rec, f"VMM notice: {reason}")
         if reason not in LOST_EVENT_KINDS and self.recover_on_reset and self.model is not GuestModel.FAT:
             for (dev, fn), rec in list(self.tdis.items()):
                 if dev == device and rec.state is not TdiState.RUN:

@@ -17,6 +17,7 @@ from sim.engine.runner import SimGen
 from sim.engine.trace import Channel, MemorySink
 from sim.engine.world import World
 from sim.firmware.commands import FwCommandId, decode_frame
+from sim.firmware.keyslot_service import KEYSLOT_PRINCIPAL
 from sim.host.kernel import (
     FLR_WAIT_NS,
     DeviceState,
@@ -178,7 +179,7 @@ def test_refresh_through_the_thin_key_slot_service() -> None:
     assert isinstance(rig.run(rig.kernel.refresh_keys("dev0")), Ok)
     assert_switched_to(rig, secured, old, KeySet.K1)
     rp = rp_slots(rig, secured)
-    assert {rp.slots[s].principal for s in rp.live} == {"firmware.keyslot"}
+    assert {rp.slots[s].principal for s in rp.live} == {KEYSLOT_PRINCIPAL}
     commands = [decode_frame(e.data).command for e in rig.sink.events[n:]
                 if e.channel is Channel.FIRMWARE and e.source == "host"]
     assert commands.count(FwCommandId.PROGRAM_KEY) == 6
@@ -275,7 +276,9 @@ def test_flr_is_told_to_the_vmm_as_a_reset_notice() -> None:
 
     class Listener:
         name = "g"
-        heard: list[tuple[str, str]] = []
+
+        def __init__(self) -> None:
+            self.heard: list[tuple[str, str]] = []
 
         def on_reset_notice(self, device: str, reason: str) -> None:
             self.heard.append((device, reason))
