@@ -16,11 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from sim.commands.common import EXIT_FAILED, EXIT_OK, UserError
 from sim.scenario.loader import ScenarioError, ScenarioFileError, load_scenario, resolved
+from sim.scenario.platform import PlatformSpecError
 from sim.scenario.run import run_scenario
 from sim.scenario.schema import Scenario, TrustModel
 
@@ -59,7 +61,16 @@ def _out_dir(base: str | None, scenario: Scenario, several: bool) -> Path:
 
 def run_with_progress(console: Console, scenario: Scenario, models: list[TrustModel] | None, quiet: bool,
                       **kw: Any) -> dict[str, Any]:
-    """run_scenario with a progress bar over the trust models (none when quiet or not a terminal)."""
+    """run_scenario with a progress bar over the trust models (none when quiet or not a terminal);
+    a platform the scenario describes but that cannot be built is a one-line user error."""
+    try:
+        return _run_with_progress(console, scenario, models, quiet, **kw)
+    except PlatformSpecError as exc:
+        raise UserError(f"{kw.get('scenario_file') or scenario.name}: platform: {exc}") from None
+
+
+def _run_with_progress(console: Console, scenario: Scenario, models: list[TrustModel] | None, quiet: bool,
+                       **kw: Any) -> dict[str, Any]:
     chosen = models or list(scenario.models)
     if quiet or not console.is_terminal:
         return run_scenario(scenario, chosen, **kw)
@@ -143,10 +154,10 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
             console.print(summary_table(result))
             for model, res in result["models"].items():
                 for note in res["notes"]:
-                    console.print(f"[yellow]note[/yellow] [{model}] {note}")
+                    console.print(f"[yellow]note[/yellow] {escape(f'[{model}] {note}')}")
             console.print(f"wrote {out}/result.json, scenario.resolved.json and per model trace.jsonl, doe.pcap")
         for line in failures(result):
-            console.print(f"[red]FAIL[/red] {line}")
+            console.print(f"[red]FAIL[/red] {escape(line)}")
     if args.json:
         console.print_json(json.dumps(results if several else results[0], sort_keys=True))
     if args.junit:
@@ -164,6 +175,17 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
     if not args.quiet:
         console.print(f"comparing {', '.join(scenario.models)} on {args.scenario} ...")
     result = run_with_progress(console, scenario, None, args.quiet, out_dir=out, scenario_file=args.scenario)
+    if args.sweep:
+        from sim.adversary.sweep import attach, sweep
+
+        if not args.quiet:
+            console.print("adversary sweep: each component compromised with each strategy, per model ...")
+        attach(result, sweep(scenario))
+        if not args.quiet:
+            for model, res in result["models"].items():
+                for prop, entry in (res.get("trusted_base") or {}).items():
+                    console.print(escape(f"  trusted base [{model}] {prop}: {', '.join(entry['components']) or 'nobody'}"
+                                         + (f" ({entry['note']})" if entry.get("note") else "")))
     write_outputs(result, scenario, out)
     paths = write_report(result, out)
     if not args.quiet:
@@ -174,7 +196,7 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
             console.print(f"  {d.text()}")
         console.print(f"wrote {paths.markdown}, {paths.html} (plots), {paths.json}")
     for line in failures(result):
-        console.print(f"[red]FAIL[/red] {line}")
+        console.print(f"[red]FAIL[/red] {escape(line)}")
     return EXIT_FAILED if failures(result) else EXIT_OK
 
 
@@ -202,4 +224,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     cmp.add_argument("--out", required=True, metavar="DIR", help="output folder")
     cmp.add_argument("--seed", type=int, help="override the scenario's seed")
     cmp.add_argument("--quiet", "-q", action="store_true", help="print only failures")
+    cmp.add_argument("--sweep", action="store_true",
+                     help="also compromise each component with each adversary strategy, per model, and put the "
+                          "measured trusted base of every security property into result.json and the report")
     cmp.set_defaults(func=cmd_compare)

@@ -571,6 +571,11 @@ class Endpoint:
             self._emit("tlp-dropped", f"no link: {header.summary()}")
             return
         stream = self.secure_stream()
+        if tee and stream is None:
+            # TDISP: a TDI's TEE traffic (T=1) travels only on a Secure IDE stream; after a key loss it
+            # is not sent in the clear.
+            self._emit("tlp-dropped", f"T=1 request without a Secure IDE stream: {header.summary()}")
+            return
         if stream is None or self.link_applies_ide:
             self.link.send_tlp(Tlp(header, data).encode())
             return

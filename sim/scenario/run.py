@@ -285,6 +285,7 @@ class ModelRun:
         self.boot_ns: int | None = None
         self.end_ns = 0
         self.notes: list[str] = []
+        self.adversaries: list[Any] = []   # installed by adversary events (sim.adversary.strategies.Adversary)
         self.dma_log: dict[str, list[dict[str, Any]]] = {}
         self.attestations: dict[str, dict[str, Any]] = {}   # device -> verifier -> its latest verdict
         self.attestation_log: dict[tuple[str, str], list[dict[str, Any]]] = {}   # every verdict, in order
@@ -589,6 +590,17 @@ class ModelRun:
     def _on_corrupt_doe(self, event: S.CorruptDoeEvent) -> None:
         for i in range(event.count):
             self.platform.device(event.device).endpoint.mailbox.inject_corruption(8 * 8 + i)
+
+    def _on_adversary(self, event: S.AdversaryEvent) -> None:
+        """From now on ``event.component`` follows ``event.strategy`` (``sim.adversary.strategies``)."""
+        from sim.adversary.strategies import NotApplicable, install  # the adversary layer builds on this one
+
+        got = install(self, event.component, event.strategy, event.device)
+        if isinstance(got, NotApplicable):
+            self.notes.append(f"adversary {event.component}/{event.strategy} does not apply in {self.model}: "
+                              f"{got.reason}")
+            return
+        self.adversaries.append(got)
 
     # -- running and checking ---------------------------------------------------------------------------
 

@@ -907,9 +907,14 @@ def reference_problems(s: Scenario) -> list[tuple[Loc, str]]:
                 problems.append(((*loc, j), f"trust model '{m}' is not run by this scenario (expected one of: "
                                             f"{', '.join(s.models)})"))
 
+    taken: dict[str, str] = {}  # root port -> the device behind it (a Root Port has one link, one endpoint)
     for i, d in enumerate(s.platform.devices):
         base: Loc = ("platform", "devices", i)
         need((*base, "port"), "root port", d.port, ports)
+        if d.port in taken and taken[d.port] != d.id:
+            problems.append(((*base, "port"), f"root port '{d.port}' already has device '{taken[d.port]}' behind it "
+                                              f"(expected a root port with no device; one endpoint per Root Port)"))
+        taken.setdefault(d.port, d.id)
         problems += _duplicates((((*base, "tdis", j, "id"), t.id) for j, t in enumerate(d.tdis)), f"TDI ({d.id})")
         if d.owner != HOST:
             if d.owner not in guests:

@@ -115,13 +115,15 @@ def test_merge_keys_and_anchors_work_and_keep_marks() -> None:
         name: m
         seed: 1
         platform:
-          root_ports: [{id: rp0}]
+          root_ports: [{id: rp0}, {id: rp1}, {id: rp2}]
           devices:
             - &nic {id: nic0, port: rp0, profile: p256}
             - <<: *nic
               id: nic1
+              port: rp1
             - <<: *nic
               id: nic2
+              port: rp2
               profile: p384x
         """)
     errors = errors_of(text)

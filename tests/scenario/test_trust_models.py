@@ -111,3 +111,22 @@ def test_results_are_deterministic(runs: dict) -> None:
     scenario = load_scenario(SCENARIO)
     again = ModelRun(scenario, TrustModel.THIN_GUEST).run()
     assert again["trace_digest"] == runs[TrustModel.THIN_GUEST][1]["trace_digest"]
+
+
+def test_guest_dma_is_not_sent_in_the_clear_after_the_keys_are_gone() -> None:
+    """A second requester ends the guest's session: IDE keys are revoked, the TDI leaves RUN, and the
+    device must not send the guest's TEE DMA in the clear (found while writing the scenario library)."""
+    from sim.scenario.loader import load_scenario_text
+
+    text = SCENARIO.read_text()
+    text = text.replace("  - {event: dma, device: gpu0, bytes: 64KiB, direction: write, at: 1s}",
+                        "  - {event: second_requester, device: gpu0, at: 1s}\n"
+                        "  - {event: dma, device: gpu0, bytes: 64KiB, direction: write, at: 1100ms}")
+    scenario = load_scenario_text(text, "second-requester-dma.yaml").model_copy(update={"expect": []})
+    run = ModelRun(scenario, TrustModel.THIN_GUEST)
+    result = run.run()
+    (dma,) = result["devices"]["gpu0"]["dma"]
+    assert not dma["ok"]
+    sample = bytes.fromhex(dma["sample"])[:16]
+    assert not any(sample in e.data for e in run.memory.events if e.channel is Channel.TLP)
+    assert any("T=1 request without a Secure IDE stream" in e.summary for e in run.memory.events)
