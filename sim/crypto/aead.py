@@ -59,23 +59,30 @@ def record_iv(
         raise CryptoError(f"IV salt must be {AEAD_IV_SIZE} bytes, got {len(salt)}")
     if not 0 <= sequence_number < 1 << 64:
         raise CryptoError("sequence number out of 64-bit range")
+    # Read as one 96-bit integer, the salt's bytes 0..7 are the low bytes in little-endian order and
+    # its bytes 4..11 the low bytes in big-endian order: one integer XOR places the number either way.
     if order is SequenceNumberOrder.LITTLE_ENDIAN_LOW:
-        seq, start = sequence_number.to_bytes(8, "little"), 0
-    else:
-        seq, start = sequence_number.to_bytes(8, "big"), 4
-    iv = bytearray(salt)
-    for i, b in enumerate(seq):
-        iv[start + i] ^= b
-    return bytes(iv)
+        return (int.from_bytes(salt, "little") ^ sequence_number).to_bytes(AEAD_IV_SIZE, "little")
+    return (int.from_bytes(salt, "big") ^ sequence_number).to_bytes(AEAD_IV_SIZE, "big")
 
 
-def _aead(suite: AeadSuite, key: bytes) -> AESGCM | ChaCha20Poly1305:
+AeadCipher = AESGCM | ChaCha20Poly1305
+
+
+def aead_cipher(suite: AeadSuite, key: bytes) -> AeadCipher:
+    """The ``cryptography`` AEAD object for one key; a session keeps it for as long as the key lives.
+
+    Its ``encrypt(iv, plaintext, aad)`` returns ciphertext ‖ 16-byte tag, and ``decrypt`` raises
+    ``cryptography.exceptions.InvalidTag``; :func:`aead_encrypt` / :func:`aead_decrypt` wrap both.
+    """
     size = aead_key_size(suite)
     if len(key) != size:
         raise CryptoError(f"{AeadSuite(suite)!r} key must be {size} bytes, got {len(key)}")
-    if AeadSuite(suite) is AeadSuite.CHACHA20_POLY1305:
+    if suite == AeadSuite.CHACHA20_POLY1305:
         return ChaCha20Poly1305(key)
     return AESGCM(key)
+
+
 
 
 def _check_iv(iv: bytes) -> None:
@@ -86,7 +93,7 @@ def _check_iv(iv: bytes) -> None:
 def aead_encrypt(suite: AeadSuite, key: bytes, iv: bytes, plaintext: bytes, aad: bytes) -> tuple[bytes, bytes]:
     """Encrypt and authenticate; returns (ciphertext, 16-byte tag)."""
     _check_iv(iv)
-    out = _aead(suite, key).encrypt(iv, plaintext, aad)
+    out = aead_cipher(suite, key).encrypt(iv, plaintext, aad)
     return out[:-AEAD_TAG_SIZE], out[-AEAD_TAG_SIZE:]
 
 
@@ -96,7 +103,7 @@ def aead_decrypt(suite: AeadSuite, key: bytes, iv: bytes, ciphertext: bytes, tag
     if len(tag) != AEAD_TAG_SIZE:
         raise AeadError(f"tag must be {AEAD_TAG_SIZE} bytes, got {len(tag)}")
     try:
-        return _aead(suite, key).decrypt(iv, ciphertext + tag, aad)
+        return aead_cipher(suite, key).decrypt(iv, ciphertext + tag, aad)
     except InvalidTag:
         raise AeadError("AEAD tag mismatch") from None
 

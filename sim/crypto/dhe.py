@@ -12,6 +12,7 @@ here: the session key schedule that consumes it reports it as DHE_SHARED_SECRET,
 from __future__ import annotations
 
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from sim.crypto.algorithms import DHE_SIZE, DheGroup
 from sim.crypto.drbg import DeterministicRandom
@@ -56,19 +57,25 @@ def decode_public_value(group: DheGroup, data: bytes) -> ec.EllipticCurvePublicK
 
 
 def encode_public_value(group: DheGroup, key: ec.EllipticCurvePublicKey) -> bytes:
+    """X ‖ Y: the SEC1 uncompressed point (0x04 ‖ X ‖ Y, both at field width) without its prefix."""
     width = coordinate_size(group)
-    numbers = key.public_numbers()
-    return numbers.x.to_bytes(width, "big") + numbers.y.to_bytes(width, "big")
+    point = key.public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
+    if len(point) != 1 + 2 * width:  # the key is on another curve than the group says
+        numbers = key.public_numbers()
+        return numbers.x.to_bytes(width, "big") + numbers.y.to_bytes(width, "big")
+    return point[1:]
 
 
 class EcdheKeyPair:
     """One side's ephemeral ECDHE key for one KEY_EXCHANGE."""
 
-    def __init__(self, group: DheGroup, private_key: ec.EllipticCurvePrivateKey) -> None:
+    def __init__(self, group: DheGroup, private_key: ec.EllipticCurvePrivateKey, *, scalar: int | None = None) -> None:
         self.group = DheGroup(group)
         if not isinstance(private_key.curve, type(_curve(self.group))):
             raise UnsupportedAlgorithmError(f"key on {private_key.curve.name} does not match {self.group!r}")
         self._private_key = private_key
+        self._scalar = scalar  # the private value when the caller made the key from it (spares a read-back)
+        self._public_value: bytes | None = None
 
     @classmethod
     def generate(
@@ -82,19 +89,23 @@ class EcdheKeyPair:
     ) -> EcdheKeyPair:
         """A fresh key pair whose scalar is the next draw from ``rng`` (reported as DHE_PRIVATE)."""
         curve = _curve(group)
-        pair = cls(group, ec.derive_private_key(rng.scalar(curve_order(curve)), curve))
+        scalar = rng.scalar(curve_order(curve))
+        pair = cls(group, ec.derive_private_key(scalar, curve), scalar=scalar)
         if sink is not None:
             sink.register(SecretRecord(label, SecretClass.DHE_PRIVATE, owner, pair.private_bytes()))
         return pair
 
     def private_bytes(self) -> bytes:
         """The private scalar, big-endian at coordinate width (how it would sit in memory)."""
-        return self._private_key.private_numbers().private_value.to_bytes(coordinate_size(self.group), "big")
+        value = self._scalar if self._scalar is not None else self._private_key.private_numbers().private_value
+        return value.to_bytes(coordinate_size(self.group), "big")
 
     @property
     def public_value(self) -> bytes:
         """ExchangeData: X ‖ Y."""
-        return encode_public_value(self.group, self._private_key.public_key())
+        if self._public_value is None:
+            self._public_value = encode_public_value(self.group, self._private_key.public_key())
+        return self._public_value
 
     def shared_secret(self, peer_public_value: bytes) -> bytes:
         """The X coordinate of d·Q_peer; InvalidPublicValueError on a bad peer value."""

@@ -34,8 +34,17 @@ _MEASUREMENT_TO_BASE: dict[MeasurementHashAlgo, BaseHashAlgo] = {
 }
 
 
+# One shared instance per algorithm: they are stateless descriptors, and protocol code asks for one
+# on every hash it takes.
+_INSTANCES: dict[BaseHashAlgo, hashes.HashAlgorithm] = {algo: cls() for algo, cls in _HASHES.items()}
+
+
 def hash_algorithm(algo: BaseHashAlgo) -> hashes.HashAlgorithm:
     """The ``cryptography`` hash object for exactly one BaseHashAlgo bit."""
+    if type(algo) is BaseHashAlgo or type(algo) is int:
+        shared = _INSTANCES.get(algo)
+        if shared is not None:
+            return shared
     cls = _HASHES.get(BaseHashAlgo(algo))
     if cls is None:
         raise UnsupportedAlgorithmError(f"BaseHashAlgo {algo!r} is not exactly one known hash")

@@ -493,6 +493,17 @@ def load_identity(
 # --- verification ---------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=256)
+def load_der_certificate(der: bytes) -> x509.Certificate:
+    """``x509.load_der_x509_certificate``, parsed once per distinct DER (ValueError if it is none).
+
+    Certificate objects are immutable and keep what they parsed (extensions, public key), so a
+    requester that sees the same chain again (every re-attestation, every device of a model)
+    skips the parsing; every signature along the chain is still verified each time.
+    """
+    return x509.load_der_x509_certificate(der)
+
+
 class ChainStatus(enum.Enum):
     OK = "ok"
     EMPTY = "empty"
@@ -570,8 +581,8 @@ def verify_chain(
             ders: list[bytes | x509.Certificate] = list(split_der_certificates(bytes(certificates)))
         else:
             ders = list(certificates)
-        chain = [c if isinstance(c, x509.Certificate) else x509.load_der_x509_certificate(bytes(c)) for c in ders]
-        roots = [r if isinstance(r, x509.Certificate) else x509.load_der_x509_certificate(bytes(r))
+        chain = [c if isinstance(c, x509.Certificate) else load_der_certificate(bytes(c)) for c in ders]
+        roots = [r if isinstance(r, x509.Certificate) else load_der_certificate(bytes(r))
                  for r in trusted_roots]
     except (ValueError, x509.InvalidVersion) as exc:  # InvalidVersion is no ValueError
         return _fail(ChainStatus.MALFORMED, str(exc))

@@ -59,9 +59,15 @@ _APP_LABEL = {Direction.REQUEST: KeyLabel.REQ_APP_DATA, Direction.RESPONSE: KeyL
 
 def version_label(version: int) -> bytes:
     """The 8-byte BinConcat version string, e.g. b"spdm1.2 " (trailing space) for 0x12."""
+    label = _VERSION_LABELS.get(version) if type(version) is int else None
+    if label is not None:
+        return label
     if not 0x11 <= version <= 0x1F:
         raise UnsupportedAlgorithmError(f"SPDM version 0x{version:02x} has no key schedule (sessions start at 1.1)")
     return f"spdm{version >> 4}.{version & 0xF} ".encode("ascii")
+
+
+_VERSION_LABELS = {v: f"spdm{v >> 4}.{v & 0xF} ".encode("ascii") for v in range(0x11, 0x20)}
 
 
 def bin_concat(version: int, length: int, label: str | bytes, context: bytes = b"") -> bytes:
@@ -270,7 +276,9 @@ class SessionKeySchedule:
         return self._need(self._finished_key.get(Direction(direction)), f"{direction} finished key")
 
     def keys(self, direction: Direction, phase: Phase) -> TrafficKeys:
-        found = self._keys.get((Direction(direction), Phase(phase)))
+        found = self._keys.get((direction, phase))  # members and their string values hash alike
+        if found is None:
+            found = self._keys.get((Direction(direction), Phase(phase)))
         if found is None:
             raise CryptoError(f"{direction} {phase} keys are not derived yet")
         return found

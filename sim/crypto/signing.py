@@ -72,9 +72,16 @@ def spdm_signing_prefix(version: int, context: SigningContext) -> bytes:
     """The 100-byte combined SPDM prefix: "dmtf-spdm-v1.N.*" ×4, zero pad, context (§3.3)."""
     if not uses_signing_prefix(version):
         raise UnsupportedAlgorithmError("SPDM 1.0/1.1 signatures have no prefix")
-    ctx = SigningContext(context).value.encode("ascii")
-    part = f"dmtf-spdm-v{version >> 4}.{version & 0xF}.*".encode("ascii") * 4
-    return part + bytes(SPDM_PREFIX_SIZE - _VERSION_PART - len(ctx)) + ctx
+    context = SigningContext(context)
+    prefix = _PREFIXES.get((version, context))
+    if prefix is None:
+        ctx = context.value.encode("ascii")
+        part = f"dmtf-spdm-v{version >> 4}.{version & 0xF}.*".encode("ascii") * 4
+        prefix = _PREFIXES[(version, context)] = part + bytes(SPDM_PREFIX_SIZE - _VERSION_PART - len(ctx)) + ctx
+    return prefix
+
+
+_PREFIXES: dict[tuple[int, SigningContext], bytes] = {}  # a few (version, context) pairs, each made once
 
 
 def spdm_signing_input(version: int, context: SigningContext, transcript_hash: bytes) -> bytes:

@@ -42,6 +42,12 @@ class MeteredOp:
     nbytes: int | None = None  # for the per-KiB operations
 
 
+# MeteredOp is immutable, and a flow meters the same few (operation, size) pairs over and over: one
+# shared instance per pair spares an object per record (bounded, in case sizes never repeat).
+_SHARED_OPS: dict[tuple[CryptoOp, int | None], MeteredOp] = {}
+_SHARED_OPS_MAX = 4096
+
+
 class CryptoMeter:
     """An ordered log of the crypto operations a protocol object performed since the last drain.
 
@@ -54,7 +60,12 @@ class CryptoMeter:
         self.totals: dict[CryptoOp, int] = {}
 
     def _add(self, op: CryptoOp, nbytes: int | None = None) -> None:
-        self._ops.append(MeteredOp(op, nbytes))
+        item = _SHARED_OPS.get((op, nbytes))
+        if item is None:
+            item = MeteredOp(op, nbytes)
+            if len(_SHARED_OPS) < _SHARED_OPS_MAX:
+                _SHARED_OPS[(op, nbytes)] = item
+        self._ops.append(item)
         self.totals[op] = self.totals.get(op, 0) + 1
 
     def sign(self, asym: BaseAsymAlgo) -> None:

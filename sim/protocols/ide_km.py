@@ -292,17 +292,11 @@ class IdeKmResponder:
             return IdeKmRejection(IdeKmRejectReason.NO_SESSION, "IDE_KM requires a secured SPDM session")
         if not message:
             return IdeKmRejection(IdeKmRejectReason.MALFORMED, "empty IDE_KM message")
-        handlers: dict[int, Callable[[int | None, bytes], IdeKmResult]] = {
-            IdeKmObjectId.QUERY: self._query,
-            IdeKmObjectId.KEY_PROG: self._key_prog,
-            IdeKmObjectId.K_SET_GO: self._go_stop,
-            IdeKmObjectId.K_SET_STOP: self._go_stop,
-        }
-        handler = handlers.get(message[0])
+        handler = _RESPONDER_HANDLERS.get(message[0])
         if handler is None:
             return IdeKmRejection(IdeKmRejectReason.UNSUPPORTED_OBJECT,
                                   f"object id 0x{message[0]:02x} is not an IDE_KM request")
-        return handler(session_id, message)
+        return getattr(self, handler)(session_id, message)
 
     def _query(self, session_id: int | None, message: bytes) -> IdeKmResult:
         try:
@@ -396,11 +390,24 @@ class IdeKmResponder:
         self.programmed_by.clear()
 
 
+# The request each IDE_KM object ID is answered by (method names, so that subclasses can override them).
+_RESPONDER_HANDLERS: dict[int, str] = {
+    IdeKmObjectId.QUERY: "_query",
+    IdeKmObjectId.KEY_PROG: "_key_prog",
+    IdeKmObjectId.K_SET_GO: "_go_stop",
+    IdeKmObjectId.K_SET_STOP: "_go_stop",
+}
+
+
+_KEY_SETS = (KeySet(0), KeySet(1))  # by KeySubStream bit 0
+_DIRECTIONS = (Direction(0), Direction(1))  # by KeySubStream bit 1
+
+
 def _kp_ack(stream_id: int, key_sub_stream: int, port_index: int, status: KpAckStatus) -> bytes:
     """KP_ACK echoing the request's StreamID, KeySubStream byte and PortIndex exactly as received."""
     sub = (key_sub_stream >> 4) & 0xF
-    return KpAck(stream_id=stream_id, status=status, key_set=KeySet(key_sub_stream & 1),
-                 direction=Direction((key_sub_stream >> 1) & 1),
+    return KpAck(stream_id=stream_id, status=status, key_set=_KEY_SETS[key_sub_stream & 1],
+                 direction=_DIRECTIONS[(key_sub_stream >> 1) & 1],
                  sub_stream=SubStream._value2member_map_.get(sub, sub),  # a reserved value stays visible
                  port_index=port_index).encode()
 
@@ -537,17 +544,18 @@ class StreamKeys:
         raise KeyError((direction, sub_stream))
 
 
-def _send_ide_km(transport: VendorTransport, msg: IdeKmMessage, exchange: str
+def _send_ide_km(transport: VendorTransport, msg: IdeKmMessage, exchange: Callable[[], str]
                  ) -> Generator[Outbound, bytes | None, IdeKmMessage | PcisigFailure]:
+    """One IDE_KM round trip; ``exchange`` names it in a failure (written only when there is one)."""
     reply = yield from transport(bytes([ProtocolId.IDE_KM]) + msg.encode())
     if isinstance(reply, PcisigFailure):
-        return dataclasses.replace(reply, exchange=exchange)
+        return dataclasses.replace(reply, exchange=exchange())
     if not reply or reply[0] != ProtocolId.IDE_KM:
-        return PcisigFailure(PcisigFailureReason.MALFORMED_RESPONSE, "not an IDE_KM payload", exchange)
+        return PcisigFailure(PcisigFailureReason.MALFORMED_RESPONSE, "not an IDE_KM payload", exchange())
     try:
         return decode_ide_km(reply[1:])
     except DecodeError as exc:
-        return PcisigFailure(PcisigFailureReason.MALFORMED_RESPONSE, str(exc), exchange)
+        return PcisigFailure(PcisigFailureReason.MALFORMED_RESPONSE, str(exc), exchange())
 
 
 def _echo_of(msg: KpAck | KGoStopAck) -> tuple[int, KeySet, Direction, SubStream, int]:
@@ -571,25 +579,30 @@ class IdeKmRequester:
         return cls(spdm_vendor_transport(requester, session), env)
 
     def query(self, port_index: int = 0) -> Flow[PcisigOutcome[QueryResp]]:
-        exchange = f"QUERY port={port_index}"
+        def exchange() -> str:
+            return f"QUERY port={port_index}"
+
         rsp = yield from _send_ide_km(self.transport, Query(port_index), exchange)
         if isinstance(rsp, PcisigFailure):
             return rsp
         if not isinstance(rsp, QueryResp) or rsp.port_index != port_index:
-            return PcisigFailure(PcisigFailureReason.UNEXPECTED_RESPONSE, rsp.summary(), exchange)
+            return PcisigFailure(PcisigFailureReason.UNEXPECTED_RESPONSE, rsp.summary(), exchange())
         return Ok(rsp)
 
     def new_key(self, stream_id: int, key_set: KeySet, direction: Direction, sub_stream: SubStream,
                 port_index: int = 0) -> ProgrammedKey:
         """A fresh 256-bit key from ``env.rng`` with the initial IFV (§6.3), reported as an IDE key."""
         key = self.env.rng.bytes(IDE_KEY_SIZE)
-        label = f"ide stream {stream_id} {key_set.name} {direction.name} {sub_stream.name} port {port_index}"
-        self.env.report(label, SecretClass.IDE_KEY, key)
+        if self.env.sink is not None:  # the label is only written for a sink that keeps it
+            label = f"ide stream {stream_id} {key_set.name} {direction.name} {sub_stream.name} port {port_index}"
+            self.env.report(label, SecretClass.IDE_KEY, key)
         return ProgrammedKey(stream_id, key_set, direction, sub_stream, key, INITIAL_IFV, port_index)
 
     def program_key(self, key: ProgrammedKey) -> Flow[PcisigOutcome[ProgrammedKey]]:
         """One KEY_PROG; the KP_ACK must echo the slot and report SUCCESS."""
-        exchange = f"KEY_PROG stream={key.stream_id} {key.key_set.name} {key.direction.name} {key.sub_stream.name}"
+        def exchange() -> str:
+            return f"KEY_PROG stream={key.stream_id} {key.key_set.name} {key.direction.name} {key.sub_stream.name}"
+
         req = KeyProg(stream_id=key.stream_id, key_set=key.key_set, direction=key.direction,
                       sub_stream=key.sub_stream, key=key.key, ifv=key.ifv, port_index=key.port_index)
         rsp = yield from _send_ide_km(self.transport, req, exchange)
@@ -597,9 +610,9 @@ class IdeKmRequester:
             return rsp
         want = (key.stream_id, key.key_set, key.direction, key.sub_stream, key.port_index)
         if not isinstance(rsp, KpAck) or _echo_of(rsp) != want:
-            return PcisigFailure(PcisigFailureReason.UNEXPECTED_RESPONSE, rsp.summary(), exchange)
+            return PcisigFailure(PcisigFailureReason.UNEXPECTED_RESPONSE, rsp.summary(), exchange())
         if rsp.status is not KpAckStatus.SUCCESS:
-            return PcisigFailure(PcisigFailureReason.KP_ACK_STATUS, f"KP_ACK status {rsp.status.name}", exchange,
+            return PcisigFailure(PcisigFailureReason.KP_ACK_STATUS, f"KP_ACK status {rsp.status.name}", exchange(),
                                  kp_ack_status=rsp.status)
         return Ok(key)
 
@@ -619,7 +632,9 @@ class IdeKmRequester:
                   directions: Sequence[Direction], port_index: int) -> Flow[PcisigOutcome[None]]:
         for direction in directions:
             for sub in SUB_STREAMS:
-                exchange = f"{cls.NAME} stream={stream_id} {key_set.name} {direction.name} {sub.name}"
+                def exchange(direction: Direction = direction, sub: SubStream = sub) -> str:
+                    return f"{cls.NAME} stream={stream_id} {key_set.name} {direction.name} {sub.name}"
+
                 req = cls(stream_id=stream_id, key_set=key_set, direction=direction, sub_stream=sub,
                           port_index=port_index)
                 rsp = yield from _send_ide_km(self.transport, req, exchange)
@@ -627,7 +642,7 @@ class IdeKmRequester:
                     return rsp
                 if not isinstance(rsp, KGoStopAck) or _echo_of(rsp) != (stream_id, key_set, direction, sub,
                                                                         port_index):
-                    return PcisigFailure(PcisigFailureReason.UNEXPECTED_RESPONSE, rsp.summary(), exchange)
+                    return PcisigFailure(PcisigFailureReason.UNEXPECTED_RESPONSE, rsp.summary(), exchange())
         return Ok(None)
 
     def go(self, stream_id: int, key_set: KeySet = KeySet.K0, directions: Sequence[Direction] = DIRECTIONS,

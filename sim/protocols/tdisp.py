@@ -359,13 +359,12 @@ class TdispResponder:
         if session_id is None:
             return None
         message = bytes(message)
-        iface = _peek_interface(message)
         try:
-            return self._handle(session_id, message, iface).encode()
+            return self._handle(session_id, message).encode()
         except _Refused as refused:
-            return TdispError(refused.code, refused.data, interface_id=iface).encode()
+            return TdispError(refused.code, refused.data, interface_id=_peek_interface(message)).encode()
 
-    def _handle(self, session_id: int, message: bytes, iface: InterfaceId) -> TdispMessage:
+    def _handle(self, session_id: int, message: bytes) -> TdispMessage:
         if len(message) < 2:
             raise _Refused(TdispErrorCode.INVALID_REQUEST)
         version, code = message[0], message[1]
@@ -505,21 +504,22 @@ class TdispRequester:
 
     def _exchange(self, request: TdispMessage, expect: type[TdispMessage]
                   ) -> Generator[Outbound, bytes | None, PcisigOutcome[TdispMessage]]:
-        exchange = request.summary()
+        # The request's summary names the exchange in a failure; it is only written when there is one.
         reply = yield from self.transport(bytes([ProtocolId.TDISP]) + request.encode())
         if isinstance(reply, PcisigFailure):
-            return dataclasses.replace(reply, exchange=exchange)
+            return dataclasses.replace(reply, exchange=request.summary())
         if not reply or reply[0] != ProtocolId.TDISP:
-            return PcisigFailure(PcisigFailureReason.MALFORMED_RESPONSE, "not a TDISP payload", exchange)
+            return PcisigFailure(PcisigFailureReason.MALFORMED_RESPONSE, "not a TDISP payload", request.summary())
         try:
             rsp = decode_tdisp(reply[1:])
         except DecodeError as exc:
-            return PcisigFailure(PcisigFailureReason.MALFORMED_RESPONSE, str(exc), exchange)
+            return PcisigFailure(PcisigFailureReason.MALFORMED_RESPONSE, str(exc), request.summary())
         if isinstance(rsp, TdispError):
-            return PcisigFailure(PcisigFailureReason.TDISP_ERROR, rsp.summary(), exchange, tdisp_error=rsp.error_code)
+            return PcisigFailure(PcisigFailureReason.TDISP_ERROR, rsp.summary(), request.summary(),
+                                 tdisp_error=rsp.error_code)
         if not isinstance(rsp, expect) or rsp.interface_id != request.interface_id \
                 or rsp.tdisp_version != TDISP_VERSION_1_0:
-            return PcisigFailure(PcisigFailureReason.UNEXPECTED_RESPONSE, rsp.summary(), exchange)
+            return PcisigFailure(PcisigFailureReason.UNEXPECTED_RESPONSE, rsp.summary(), request.summary())
         return Ok(rsp)
 
     def version(self, interface_id: InterfaceId) -> Flow[PcisigOutcome[tuple[int, ...]]]:

@@ -271,7 +271,9 @@ class Link:
                 return
         self.stats["delivered"] += 1
         if receiver is Side.ROOT_PORT:
-            self.root_port.receive_tlp(plain)
+            # T=1 (a TDI's TEE request) counts only when it arrived inside a Secure stream (§7.2 prefix T bit)
+            tee = wire[:1] == bytes([IDE_PREFIX_BYTE]) and IdePrefix.decode(wire[:4]).tee == 1
+            self.root_port.receive_tlp(plain, tee=tee)
         elif self._endpoint is not None:
             self._endpoint.receive(plain)
 

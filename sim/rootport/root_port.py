@@ -119,6 +119,7 @@ class RootPort:
         self._streams = [_StreamRuntime(b, StreamKeySlots()) for b in self.ide.selective_blocks()]
         self.key_port = KeyProgrammingPort(self, allowed=key_principals)
         self.host_memory = HostMemory()
+        self.tee_memory: list[tuple[int, int]] = []  # [base, limit) of confidential-guest memory
         self.link: Link | None = None
         self.stream_listeners: list[Callable[[int, IdeStreamState], None]] = []
         self.integrity_listeners: list[Callable[[int], None]] = []
@@ -211,8 +212,19 @@ class RootPort:
             raise RuntimeError(f"{self.path} has no link")
         self.link.send(Side.ROOT_PORT, tlp.encode() if isinstance(tlp, Tlp) else bytes(tlp))
 
-    def receive_tlp(self, data: bytes) -> None:
-        """A plain (already IDE-checked) TLP from below: DMA to host memory, or a completion."""
+    def protect_tee_memory(self, base: int, size: int) -> None:
+        """Mark host memory as a confidential guest's: only TEE requests (T=1, arrived in a Secure IDE
+        stream) may read or write it, as a TEE-IO platform's IOMMU enforces for TDI DMA."""
+        self.tee_memory.append((base, base + size))
+
+    def _touches_tee_memory(self, address: int, length: int) -> bool:
+        return any(address < limit and base < address + length for base, limit in self.tee_memory)
+
+    def receive_tlp(self, data: bytes, *, tee: bool = False) -> None:
+        """A plain (already IDE-checked) TLP from below: DMA to host memory, or a completion.
+
+        ``tee`` says the TLP carried T=1 inside a Secure stream; others never reach TEE memory.
+        """
         try:
             tlp = decode_tlp(data)
         except DecodeError as exc:
@@ -225,7 +237,12 @@ class RootPort:
         if isinstance(header, CompletionHeader):
             for listener in list(self.completion_listeners):
                 listener(tlp)
-        elif header.is_write:
+            return
+        if not tee and self._touches_tee_memory(header.address, 4 * header.length_dw):
+            self.world.trace.emit(self.path, self.path, Channel.LINK, b"",
+                                  f"refused {header.summary()}: TEE memory takes only T=1 requests in a Secure stream")
+            return
+        if header.is_write:
             self.host_memory.write(header.address, tlp.data)
         else:
             data_out = self.host_memory.read(header.address, 4 * header.length_dw)

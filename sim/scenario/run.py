@@ -47,6 +47,9 @@ from sim.wire.spdm.version import GetVersion
 from sim.wire.tdisp import InterfaceInfo
 
 PAGE = 4096
+GUEST_DMA_BASE = 0x1000_0000   # confidential guests' DMA buffers: TEE memory (T=1 requests only)
+HOST_DMA_BASE = 0x2000_0000    # the host's own DMA buffers
+TEE_MEMORY_SIZE = 0x1000_0000
 SEQUENCE_LIMIT = 200
 HORIZON_NS = 600 * 1_000_000_000  # a run stops at the latest at 10 simulated minutes after its last event
 RESULT_FORMAT = 1
@@ -280,6 +283,9 @@ class ModelRun:
                                            host_policy(scenario, self.platform), guests, host_owned,
                                            fat_reconnect=scenario.fat_reconnect)
         self.host = self.actors.host
+        if scenario.guests:
+            for rp in self.platform.root_ports.values():
+                rp.protect_tee_memory(GUEST_DMA_BASE, TEE_MEMORY_SIZE)
         self.host.policy = dataclasses.replace(self.host.policy, parallel_boot=True)
         self.watch = Watch(self.world, self.platform)
         self.boot_ns: int | None = None
@@ -498,12 +504,12 @@ class ModelRun:
         guest = self._guest_of(event.device)
         data = (hashlib.sha256(f"{self.scenario.seed}:{event.device}:{self.world.now}".encode()).digest()
                 * (event.bytes // 32 + 1))[:event.bytes]
-        address = 0x1000_0000
         if guest is not None:
-            ok = yield from guest.device_dma(event.device, address, data)
+            ok = yield from guest.device_dma(event.device, GUEST_DMA_BASE, data)
         else:
-            ok = handle.endpoint.dma_write(0, address, data)
+            ok = handle.endpoint.dma_write(0, HOST_DMA_BASE, data)
             yield self.world.timeout(1000)
+            ok = ok and handle.root_port.host_memory.read(HOST_DMA_BASE, len(data)) == data
         self.world.trace.emit(event.device, "host-memory", Channel.LINK, b"",
                               f"DMA {event.bytes} bytes {'arrived intact' if ok else 'FAILED'}")
         self.dma_log.setdefault(event.device, []).append(

@@ -47,6 +47,8 @@ class EncodeError(ValueError):
 class Reader:
     """Cursor over a byte string that reports short reads as DecodeError."""
 
+    __slots__ = ("data", "pos", "message", "base")
+
     def __init__(self, data: bytes, message: str, base: int = 0) -> None:
         self.data = bytes(data)
         self.pos = 0
@@ -468,6 +470,40 @@ def _plan(cls: type[Message]) -> tuple[tuple[_EncodeStep, ...], tuple[_DecodeSte
     return plan[1], plan[2]
 
 
+# Per-class generated encoder/decoder (sim.wire.codegen), rebuilt if the class's LAYOUT tuple is replaced.
+_CODECS: dict[type, tuple[tuple[Spec, ...], Callable[..., bytes], Callable[..., Any]]] = {}
+
+
+_GENERATE = True
+_CODECS_BY_MODE = {True: _CODECS, False: {}}
+
+
+def use_generated_codecs(enabled: bool) -> None:
+    """Switch between the generated per-class codecs (default) and the layout interpreter alone.
+
+    For tests that compare the two on the same inputs; both give the same bytes, objects and errors.
+    """
+    global _GENERATE, _CODECS
+    _GENERATE = bool(enabled)
+    _CODECS = _CODECS_BY_MODE[_GENERATE]
+
+
+def _interpreted_decode(cls: type[Message], r: Reader, ctx: Any, whole: bool) -> Any:
+    return cls._decode_generic(r, ctx, whole=whole)
+
+
+def _compiled(cls: type[Message]) -> tuple[tuple[Spec, ...], Callable[..., bytes], Callable[..., Any]]:
+    layout = cls.LAYOUT
+    if _GENERATE:
+        from sim.wire.codegen import compile_codec  # imported on first use: codegen builds on this module
+
+        encode, decode = compile_codec(cls, _field_names(cls))
+    else:
+        encode, decode = cls._encode_generic, _interpreted_decode
+    entry = _CODECS_BY_MODE[_GENERATE][cls] = (layout, encode, decode)
+    return entry
+
+
 def _attr_names(layout: Sequence[Spec]) -> set[str]:
     names: set[str] = set()
     for spec in layout:
@@ -502,6 +538,14 @@ class Message:
         return {name: getattr(self, name) for name in _field_names(type(self))}
 
     def encode(self, ctx: Any = None) -> bytes:
+        cls = type(self)
+        codec = _CODECS.get(cls)
+        if codec is None or codec[0] is not cls.LAYOUT:
+            codec = _compiled(cls)
+        return codec[1](self, ctx)
+
+    def _encode_generic(self, ctx: Any = None) -> bytes:
+        """The layout interpreter: the reference the generated encoder falls back to on anything unusual."""
         values = self.field_values()
         out = bytearray()
         # derived lengths need the target's value: they read it straight from `values`
@@ -515,6 +559,14 @@ class Message:
 
     @classmethod
     def decode_from(cls: type[M], r: Reader, ctx: Any = None, *, whole: bool = False) -> M:
+        codec = _CODECS.get(cls)
+        if codec is None or codec[0] is not cls.LAYOUT:
+            codec = _compiled(cls)
+        return codec[2](cls, r, ctx, whole)  # type: ignore[no-any-return]
+
+    @classmethod
+    def _decode_generic(cls: type[M], r: Reader, ctx: Any = None, *, whole: bool = False) -> M:
+        """The layout interpreter: the reference the generated decoder falls back to on anything unusual."""
         values: dict[str, Any] = {}
         for when, derived_or_bits, name, decode in _plan(cls)[1]:
             if when is not None and not when(values, ctx):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import struct
 from typing import Any, ClassVar
 
 from sim.wire.codec import Array, Bits, Bytes, Const, DecodeError, Message, OpenEnum, Reader, Reserved, u8, u32
@@ -67,7 +68,14 @@ def dw_reverse(data: bytes) -> bytes:
     """
     if len(data) % 4:
         raise ValueError(f"{len(data)} bytes is not a whole number of DWs")
-    return b"".join(data[i:i + 4][::-1] for i in range(0, len(data), 4))
+    dws = len(data) // 4
+    swap = _DW_SWAPS.get(dws)
+    if swap is None:
+        swap = _DW_SWAPS[dws] = (struct.Struct(f">{dws}I"), struct.Struct(f"<{dws}I"))
+    return swap[1].pack(*swap[0].unpack(data))  # each DW read big-endian, written little-endian
+
+
+_DW_SWAPS: dict[int, tuple[struct.Struct, struct.Struct]] = {}
 
 
 class _DwReversedBytes(Bytes):

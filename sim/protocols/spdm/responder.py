@@ -63,11 +63,9 @@ from sim.protocols.spdm.session import (
     SessionError,
     SessionRole,
     SessionState,
-    record_session_id,
 )
 from sim.protocols.spdm.transcript import Buffer, ConnectionTranscript, SessionTranscript
 from sim.wire.codec import DecodeError, EncodeError
-from sim.wire.spdm import decode_spdm
 from sim.wire.spdm.algorithms import Algorithms, AlgStruct, NegotiateAlgorithms, OtherParams
 from sim.wire.spdm.capabilities import MIN_DATA_TRANSFER_SIZE, Capabilities, CapabilitiesAttributes, GetCapabilities
 from sim.wire.spdm.certificates import (
@@ -89,6 +87,7 @@ from sim.wire.spdm.common import (
     MeasurementSummaryHashType,
     RequestCode,
     SpdmContext,
+    decode_spdm_sized,
 )
 from sim.wire.spdm.error import ErrorResponse, ResponseNotReadyData
 from sim.wire.spdm.finish import Finish, FinishAttributes, FinishRsp
@@ -246,6 +245,7 @@ REQUEST_TABLE: dict[RequestCode, Row] = {
 # codes used as requests, unknown codes) is answered UnsupportedRequest with ErrorData = the code.
 
 MAX_CT_EXPONENT = 31  # libspdm LIBSPDM_MAX_CT_EXPONENT
+_REQUEST_CODES: Mapping[int, RequestCode] = RequestCode._value2member_map_  # type: ignore[assignment]
 
 
 class _RequestError(Exception):
@@ -256,7 +256,7 @@ class _RequestError(Exception):
         self.code, self.data, self.extended = code, data, extended
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
 class _Reply:
     """A response and what must happen once it is on its way (sealed under the current keys)."""
 
@@ -306,7 +306,8 @@ class _Negotiated:
     other_params: OtherParams = OtherParams(0)
 
     def both(self, flag: CapabilityFlags) -> bool:
-        return bool(self.req_flags & flag) and bool(self.rsp_flags & flag)
+        # as plain ints: IntFlag's & builds a new member each time
+        return bool(int(self.req_flags) & int(flag)) and bool(int(self.rsp_flags) & int(flag))
 
 
 def _pick(priority: tuple[Any, ...], offered: int) -> int:
@@ -479,10 +480,9 @@ class SpdmResponder:
         """Answer one secured record with a sealed record; None for records of unknown sessions."""
         if now is not None:
             self._now = now
-        try:
-            sid = record_session_id(record)
-        except DecodeError:
-            return None
+        if len(record) < 4:
+            return None  # no SessionID to route by (record_session_id's DecodeError)
+        sid = int.from_bytes(record[:4], "little")
         slot = self._sessions.get(sid)
         if slot is None:
             return None  # libspdm: INVALID_SESSION is dropped, it cannot be answered under any key
@@ -560,11 +560,10 @@ class SpdmResponder:
 
     def _process_checked(self, raw: bytes, slot: _SessionSlot | None) -> _Reply | None:
         version, code = raw[0], raw[1]
-        try:
-            request_code = RequestCode(code)
-            row = REQUEST_TABLE[request_code]
-        except (ValueError, KeyError):
-            raise _RequestError(ErrorCode.UNSUPPORTED_REQUEST, code) from None
+        request_code = _REQUEST_CODES.get(code)
+        row = REQUEST_TABLE.get(request_code) if request_code is not None else None  # type: ignore[arg-type]
+        if row is None:
+            raise _RequestError(ErrorCode.UNSUPPORTED_REQUEST, code)
 
         if request_code is RequestCode.GET_VERSION:
             if slot is not None:
@@ -598,8 +597,9 @@ class SpdmResponder:
             self._reset_log(slot)
 
         try:
-            msg = decode_spdm(raw, self._ctx, allow_trailing=True)
-            canonical = raw[:len(msg.encode(self._ctx))]
+            # the size a request decodes from is the size it re-encodes to (tests/wire/test_spdm_consumed.py)
+            msg, size = decode_spdm_sized(raw, self._ctx, allow_trailing=True)
+            canonical = raw[:size]
         except (DecodeError, EncodeError):
             raise _RequestError(ErrorCode.INVALID_REQUEST) from None
 
@@ -613,13 +613,15 @@ class SpdmResponder:
         return reply
 
     def _check_capabilities(self, row: Row, code: int) -> None:
-        rsp = self.negotiated.rsp_flags if self.negotiated.version else self.profile.capabilities
-        if row.rsp_cap == _MEAS:
-            if not rsp & _MEAS:
+        # flags as plain ints: IntFlag's & builds a new member each time
+        rsp = int(self.negotiated.rsp_flags if self.negotiated.version else self.profile.capabilities)
+        rsp_cap, req_cap = int(row.rsp_cap), int(row.req_cap)
+        if rsp_cap == _MEAS:
+            if not rsp & rsp_cap:
                 raise _RequestError(ErrorCode.UNSUPPORTED_REQUEST, code)
-        elif row.rsp_cap and (rsp & row.rsp_cap) != row.rsp_cap:
+        elif rsp_cap and (rsp & rsp_cap) != rsp_cap:
             raise _RequestError(ErrorCode.UNSUPPORTED_REQUEST, code)
-        if row.req_cap and (self.negotiated.req_flags & row.req_cap) != row.req_cap:
+        if req_cap and (int(self.negotiated.req_flags) & req_cap) != req_cap:
             raise _RequestError(ErrorCode.UNSUPPORTED_REQUEST, code)
 
     def _session_required(self) -> _RequestError:

@@ -24,8 +24,20 @@ from __future__ import annotations
 import dataclasses
 import enum
 import hmac
+from typing import Literal
 
-from sim.crypto.aead import AEAD_TAG_SIZE, SequenceNumberOrder, aead_decrypt, aead_encrypt, record_iv
+from cryptography.exceptions import InvalidTag
+
+from sim.crypto.aead import (
+    AEAD_IV_SIZE,
+    AEAD_TAG_SIZE,
+    AeadCipher,
+    SequenceNumberOrder,
+    aead_cipher,
+    aead_decrypt,
+    aead_encrypt,
+    record_iv,
+)
 from sim.crypto.algorithms import AeadSuite, BaseHashAlgo
 from sim.crypto.errors import AeadError, CryptoError
 from sim.crypto.key_schedule import Direction, Phase, SessionKeySchedule, TrafficKeys
@@ -43,6 +55,10 @@ from sim.wire.secured import (
 from sim.wire.spdm.session import KeyUpdateOperation
 
 MAX_SEQUENCE_NUMBER = (1 << 64) - 1  # DSP0277: the counter must never wrap
+# Records built and parsed in place (PROTOCOLS.md §5.1): the u16 Length covers the 2-byte
+# ApplicationDataLength, the application data and the 16-byte MAC.
+_MAX_FAST_APP_DATA = 0xFFFF - 2 - AEAD_TAG_SIZE
+_MIN_RECORD_LENGTH = 2 + AEAD_TAG_SIZE
 
 # HKDF invocations per key-schedule stage, for the crypto meter (§4.2).
 _HKDF_SET_SECRET = 1  # Extract
@@ -97,6 +113,25 @@ def record_session_id(record: bytes) -> int:
     return int.from_bytes(record[:4], "little")
 
 
+class _Channel:
+    """One direction's current key as the record path uses it: the AEAD object and the IV salt as an integer.
+
+    The per-record IV is the salt XOR the sequence number (PROTOCOLS.md §5.2): read as one 96-bit
+    integer in the byte order that places the number where :func:`record_iv` does, that is one XOR.
+    """
+
+    __slots__ = ("keys", "cipher", "_salt", "_order")
+
+    def __init__(self, keys: TrafficKeys, cipher: AeadCipher, order: SequenceNumberOrder) -> None:
+        self.keys = keys
+        self.cipher = cipher
+        self._order: Literal["little", "big"] = "little" if order is SequenceNumberOrder.LITTLE_ENDIAN_LOW else "big"
+        self._salt = int.from_bytes(keys.salt, self._order)
+
+    def iv(self, seq: int) -> bytes:
+        return (self._salt ^ seq).to_bytes(AEAD_IV_SIZE, self._order)
+
+
 @dataclasses.dataclass
 class _Counters:
     values: dict[tuple[Direction, Phase], int] = dataclasses.field(
@@ -142,6 +177,12 @@ class SecureSession:
         self._seq = _Counters().values
         self._backup_seq: dict[Direction, int] = {}
         self._handshake_keys_ready = False
+        self._sid_bytes = session_id.to_bytes(4, "little")
+        self._seq_size = int(self.framing.seq_num_size)
+        self._seq_mask = (1 << (8 * self._seq_size)) - 1
+        self._send_direction = self.role.send_direction
+        self._receive_direction = self.role.receive_direction
+        self._channels: dict[Direction, _Channel] = {}
 
     def __repr__(self) -> str:
         return (f"SecureSession(0x{self.session_id:08x}, {self.role.value}, {self.state.value}, "
@@ -228,12 +269,38 @@ class SecureSession:
             raise SessionStateError(f"{direction} {self.phase} sequence number exhausted")
         return seq
 
+    def _channel(self, direction: Direction, keys: TrafficKeys) -> _Channel | None:
+        """The AEAD object and IV base of ``keys``, built once per key rather than once per record.
+
+        None when the salt is not an IV's size: the general path then reports it.
+        """
+        channel = self._channels.get(direction)
+        if channel is None or channel.keys is not keys:
+            if len(keys.salt) != AEAD_IV_SIZE:
+                return None
+            channel = self._channels[direction] = _Channel(keys, aead_cipher(self.aead, keys.key),
+                                                           self.sequence_order)
+        return channel
+
     def seal(self, message: bytes) -> bytes:
         """Protect one SPDM message in this peer's own direction; returns the record bytes (unpadded)."""
         self._alive()
-        direction = self.role.send_direction
+        direction = self._send_direction
         keys = self._current_keys(direction)
         seq = self._next_seq(direction)
+        channel = self._channel(direction, keys) if self.encrypt and len(message) <= _MAX_FAST_APP_DATA else None
+        if channel is not None:
+            # The record built directly: SessionID ‖ SeqNum ‖ Length is the AAD and the front of the
+            # record, ciphertext ‖ tag follow (the same bytes SecuredRecord.encode would give).
+            plaintext = len(message).to_bytes(2, "little") + message
+            aad = self._sid_bytes + (seq & self._seq_mask).to_bytes(self._seq_size, "little") + \
+                (len(plaintext) + AEAD_TAG_SIZE).to_bytes(2, "little")
+            record = aad + channel.cipher.encrypt(channel.iv(seq), plaintext, aad)
+            self.env.meter.aead(len(plaintext))
+            self._seq[(direction, self.phase)] = seq + 1
+            if self.env.observer is not None:
+                self.env.observe(message)
+            return record
         iv = record_iv(keys.salt, seq, self.sequence_order)
         size = self.framing.seq_num_size
         wire_seq = seq & ((1 << (8 * size)) - 1)
@@ -272,7 +339,11 @@ class SecureSession:
         or SessionStateError; the caller decides whether the session survives (the responder ends it).
         """
         self._alive()
-        direction = self.role.receive_direction
+        direction = self._receive_direction
+        if self.encrypt:
+            fast = self._open_fast(record, direction)
+            if fast is not None:
+                return fast
         try:
             parsed: SecuredRecord | MacOnlyRecord = (
                 SecuredRecord.decode(record, self.framing) if self.encrypt else MacOnlyRecord.decode(record, self.framing))
@@ -296,6 +367,41 @@ class SecureSession:
             raise SessionDecryptError(f"record MAC check failed ({direction} {self.phase} seq {seq})") from None
         self._seq[(direction, self.phase)] = seq + 1
         self.env.observe(message)
+        return message
+
+    def _open_fast(self, record: bytes, direction: Direction) -> bytes | None:
+        """``open`` for a well-formed encrypted record under the current key, parsed in place.
+
+        None sends the record through the general path instead (malformed framing, wrong session,
+        a MAC failure that may need the key-update backup, plaintext that does not frame a message),
+        which raises the precise error; so this path only ever returns what that path would return.
+        """
+        size = self._seq_size
+        head = 4 + size + 2
+        if len(record) < head or record[:4] != self._sid_bytes:
+            return None
+        length = int.from_bytes(record[head - 2:head], "little")
+        if length < _MIN_RECORD_LENGTH or not 0 <= len(record) - head - length <= self.framing.max_padding:
+            return None
+        keys = self._current_keys(direction)
+        seq = self._next_seq(direction)
+        if size and int.from_bytes(record[4:4 + size], "little") != seq & self._seq_mask:
+            return None
+        channel = self._channel(direction, keys)
+        if channel is None:
+            return None
+        try:
+            plain = channel.cipher.decrypt(channel.iv(seq), record[head:head + length], record[:head])
+        except InvalidTag:
+            return None
+        app_length = int.from_bytes(plain[:2], "little")
+        if len(plain) < 2 or len(plain) - 2 < app_length:
+            return None
+        self.env.meter.aead(length - AEAD_TAG_SIZE)
+        self._seq[(direction, self.phase)] = seq + 1
+        message = plain[2:2 + app_length]
+        if self.env.observer is not None:
+            self.env.observe(message)
         return message
 
     def _open_with_backup(self, parsed: SecuredRecord | MacOnlyRecord, direction: Direction) -> bytes:

@@ -296,13 +296,25 @@ def decode_spdm(data: bytes, ctx: SpdmContext | None = None, *, allow_trailing: 
     ``allow_trailing`` accepts up to 3 trailing bytes of DOE padding; the decoded message
     re-encodes to the true message size (PROTOCOLS.md §1.3: pad bytes never enter transcripts).
     """
-    r = Reader(data, "SPDM")
-    r.take(1, "version")
-    code = r.take(1, "code")[0]
-    cls = SPDM_MESSAGES.get(code)
+    return decode_spdm_sized(data, ctx, allow_trailing=allow_trailing)[0]
+
+
+def decode_spdm_sized(data: bytes, ctx: SpdmContext | None = None, *,
+                      allow_trailing: bool = False) -> tuple[SpdmMessage, int]:
+    """:func:`decode_spdm`, and how many bytes the message occupies (its size without DOE pad bytes).
+
+    That count is what the message re-encodes to (``tests/wire/test_spdm_consumed.py``), so callers
+    that need the exact message bytes for a transcript slice them off instead of encoding again.
+    """
+    cls = SPDM_MESSAGES.get(data[1]) if len(data) >= 2 else None
     if cls is None:
+        r = Reader(data, "SPDM")
+        r.take(1, "version")
+        code = r.take(1, "code")[0]
         raise DecodeError("SPDM", "code", 1, f"unknown request/response code 0x{code:02x}")
-    return cls.decode(data, ctx if ctx is not None else DEFAULT_CONTEXT, allow_trailing=allow_trailing)
+    r = Reader(data, cls.NAME)
+    msg = cls.decode_from(r, ctx if ctx is not None else DEFAULT_CONTEXT, whole=not allow_trailing)
+    return msg, r.pos
 
 
 # --------------------------------------------------------------------------------------------
