@@ -306,6 +306,8 @@ class ModelRun:
     sequence: tuple[Crossing, ...]
     trusted_base: Mapping[str, tuple[str, ...]] | None
     roles: Mapping[str, str] = dataclasses.field(default_factory=dict)   # component → its role in this model
+    # property → the runs that broke it undetected: (component, strategy, detail, trace excerpt lines)
+    trusted_base_evidence: Mapping[str, tuple[BaseEvidence, ...]] = dataclasses.field(default_factory=dict)
     wiring: str | None = None       # one sentence on how this trust model is wired
     notes: tuple[str, ...] = ()     # the runner's remarks (e.g. an assignment the model cannot honour)
 
@@ -499,6 +501,36 @@ def _read_crossing(value: object, path: str) -> Crossing:
                     _opt(obj, "channel", path, _str) or "", _req(obj, "summary", path, _str))
 
 
+@dataclasses.dataclass(frozen=True)
+class BaseEvidence:
+    """One adversary run that broke a property without detection: who, how, and what the trace shows."""
+
+    component: str
+    strategy: str
+    detail: str
+    excerpt: tuple[str, ...]
+
+
+def _read_base_evidence(value: object, path: str) -> dict[str, tuple[BaseEvidence, ...]]:
+    """property → the BROKEN_UNDETECTED entries of its `evidence` list (absent lists are fine)."""
+    out: dict[str, tuple[BaseEvidence, ...]] = {}
+    for prop, entry in _obj(value, path).items():
+        if not isinstance(entry, Mapping) or "evidence" not in entry:
+            continue
+        items = []
+        ev_path = _sub(_sub(path, prop), "evidence")
+        for i, ev in enumerate(_list(entry["evidence"], ev_path)):
+            e = _obj(ev, _sub(ev_path, i))
+            if str(e.get("verdict", "")).lower().replace("-", "_") not in ("broken_undetected", ""):
+                continue
+            excerpt = e.get("excerpt") or ()
+            lines = tuple(str(x) for x in excerpt) if isinstance(excerpt, list | tuple) else tuple(str(excerpt).splitlines())
+            items.append(BaseEvidence(str(e.get("component", "?")), str(e.get("strategy", "?")),
+                                      str(e.get("detail", "")), lines))
+        out[prop] = tuple(items)
+    return out
+
+
 def _read_trusted_base(value: object, path: str) -> dict[str, tuple[str, ...]]:
     """property → components; each property maps to a list or to an object with a `components` list."""
     out: dict[str, tuple[str, ...]] = {}
@@ -540,6 +572,7 @@ def _read_model(key: str, value: object, path: str, tool: str | None) -> ModelRu
         expectations=tuple(sorted(_items(obj, "expectations", path, _read_expectation), key=lambda e: e.index)),
         sequence=_items(obj, "sequence", path, _read_crossing),
         trusted_base=_opt(obj, "trusted_base", path, _read_trusted_base),
+        trusted_base_evidence=_opt(obj, "trusted_base", path, _read_base_evidence) or {},
         roles={k: _str(v, _sub(_sub(path, "roles"), k)) for k, v in (_opt(obj, "roles", path, _obj) or {}).items()},
         wiring=_opt(obj, "wiring", path, _str),
         notes=_items(obj, "notes", path, _str),

@@ -49,6 +49,7 @@ def render_html(cmp: Comparison, plots: dict[str, bytes]) -> str:
         hidden_classes=tables.hidden_secret_classes(cmp),
         secret_counts=tables.secret_counts_table(cmp),
         trusted_base=tables.trusted_base_table(cmp),
+        trusted_base_evidence=tables.trusted_base_evidence_table(cmp),
         holders=tables.holders_table(cmp),
         holders_label=tables.HOLDERS_LABEL,
         holders_note=tables.HOLDERS_NOTE,

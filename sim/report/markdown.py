@@ -31,6 +31,7 @@ from sim.report.tables import (
     runs_table,
     secret_counts_table,
     time_to_secure_table,
+    trusted_base_evidence_table,
     trusted_base_table,
 )
 
@@ -149,6 +150,8 @@ def render_markdown(cmp: Comparison, plot_names: list[str] | None = None) -> str
     else:
         lines += ["Per security property, the components whose compromise breaks it without detection:", ""]
         lines += table(tb) or ["No properties."]
+        lines += ["", f"### Where the trusted bases differ, demonstrated by scenario `{cmp.scenario.name}`", ""]
+        _or(lines, trusted_base_evidence_table(cmp), "The trusted base of every property is the same in every model.")
     lines += ["", f"### {HOLDERS_LABEL}", "", f"({HOLDERS_NOTE}.)", ""]
     _or(lines, holders_table(cmp), "No secrets.")
 

@@ -132,6 +132,27 @@ def trusted_base_table(cmp: Comparison) -> Table | None:
     return _table(["property", *cmp.models], rows)
 
 
+def trusted_base_evidence_table(cmp: Comparison) -> Table | None:
+    """Where the models' trusted bases differ: which (component, strategy) broke the property undetected
+    under which model, what it achieved, and the trace lines that show it (scenario named in the title)."""
+    if all(r.trusted_base is None for r in cmp.runs):
+        return None
+    rows = []
+    props: dict[str, None] = {}
+    for r in cmp.runs:
+        props.update(dict.fromkeys(r.trusted_base or {}))
+    for prop in props:
+        bases = [frozenset((r.trusted_base or {}).get(prop, ())) for r in cmp.runs if r.trusted_base is not None]
+        if len(set(bases)) <= 1:
+            continue  # the same trusted base under every model: nothing to demonstrate
+        for r in cmp.runs:
+            for ev in r.trusted_base_evidence.get(prop, ()):
+                rows.append([_c(prop), _c(r.name), _c(ev.component), _c(ev.strategy), _c(ev.detail),
+                             _c(" | ".join(ev.excerpt[-2:]), code=True)])
+    return _table(["property", "model", "component", "strategy", "what it achieved undetected",
+                   "trace (last lines)"], rows)
+
+
 # -- times -----------------------------------------------------------------------------------------
 
 def time_to_secure_table(cmp: Comparison) -> Table:

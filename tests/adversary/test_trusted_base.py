@@ -21,6 +21,7 @@ from sim.scenario.run import run_scenario
 from sim.scenario.schema import AdversaryComponent as C
 from sim.scenario.schema import AdversaryStrategy as S
 from sim.scenario.schema import TrustModel as M
+from tests.adversary.conftest import PASSTHROUGH
 
 DSM_LIES = ["device-dsm/lie-in-report", "device-dsm/substitute-measurements"]
 DSM_ALL = ["device-dsm/lie-in-report", "device-dsm/record", "device-dsm/substitute-measurements"]
@@ -135,3 +136,19 @@ def test_the_report_reads_the_trusted_base(passthrough) -> None:
     cmp = compare(_json.loads(_json.dumps(result)))
     assert cmp.run("thin-vmm").trusted_base is not None
     assert cmp.run("thin-vmm").trusted_base["confidentiality"] == ("vmm",)
+
+
+def test_report_demonstrates_where_the_trusted_bases_differ(tmp_path) -> None:
+    """The report lists, for every property whose base differs between models, the breaking runs."""
+    from sim.report.write import write_report
+    from sim.scenario.loader import load_scenario
+
+    scenario = load_scenario(str(PASSTHROUGH))
+    result = run_scenario(scenario, [M.THIN_GUEST, M.THIN_VMM])
+    pairs = [(C.VMM, S.PROGRAM_KNOWN_KEYS), (C.VMM, S.RECORD)]
+    attach(result, sweep(scenario, [M.THIN_GUEST, M.THIN_VMM], pairs))
+    md = write_report(result, tmp_path).markdown.read_text()
+    section = md[md.index("### Where the trusted bases differ"):]
+    row = next(line for line in section.splitlines() if line.startswith("| confidentiality | thin-vmm | vmm |"))
+    assert "program-known-keys" in row or "record" in row
+    assert not any(line.startswith("| confidentiality | thin-guest | vmm |") for line in section.splitlines())

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import enum
 import importlib
 import pkgutil
 from collections.abc import Callable, Iterator
@@ -23,7 +24,23 @@ from hypothesis import strategies as st
 import sim.wire
 from sim.bench.protocol import FlowRig
 from sim.wire import codec
-from sim.wire.codec import Message, Reader
+from sim.wire.codec import (
+    Array,
+    Bits,
+    Bytes,
+    Const,
+    LengthOf,
+    Message,
+    OpenEnum,
+    Reader,
+    Reserved,
+    Struct,
+    UInt,
+    u8,
+    u16,
+    u24,
+    u32,
+)
 from sim.wire.secured import LIBSPDM_TEST_FRAMING, MCTP_FRAMING, PCI_DOE_FRAMING
 from sim.wire.spdm.common import SpdmContext
 
@@ -45,6 +62,68 @@ class DecodeCase:
 class EncodeCase:
     obj: Message
     ctx: Any
+
+
+class Shade(enum.IntEnum):
+    DARK = 1
+    LIGHT = 2
+
+
+class Marks(enum.IntFlag):
+    X = 1
+    Y = 4
+
+
+@dataclasses.dataclass(frozen=True)
+class Leaf(Message):
+    """A nested item with a unit-scaled, adjusted length."""
+
+    LAYOUT = (u8("shade", Shade), LengthOf("dws", 1, "body", unit=4, adjust=1), Bytes("body", "dws"))
+    shade: Shade
+    body: bytes
+
+
+@dataclasses.dataclass(frozen=True)
+class OddShapes(Message):
+    """Every spec shape the generator treats on its own: sizes from functions and the context, conditions,
+    big-endian and 3-byte integers, constants outside struct runs, flags, open enums, nested items."""
+
+    LAYOUT = (
+        Const("magic", 3, 0xC0FFEE),
+        UInt("be16", 2, big_endian=True),
+        u24("len24"),
+        u8("marks", Marks),
+        u8("open", OpenEnum(Shade)),
+        Reserved("pad_size"),
+        Bits("bits", 2, [("lo", 0, 3, Shade), ("hi", 8, 8, None)], when=lambda v, ctx: v["len24"] & 1),
+        u16("maybe", when=lambda v, ctx: v["marks"] & Marks.Y),
+        Const("tag", 1, 0x5A, when=lambda v, ctx: v["len24"] > 10),
+        LengthOf("leaf_bytes", 1, "leaves", encoded=True),
+        Array("leaves", Leaf, length="leaf_bytes", max_count=4),
+        u8("nrefs"),
+        Array("refs", u32("ref"), count="nrefs", max_count=3),
+        Struct("first", Leaf),
+        Bytes("sized", lambda v, ctx: v["len24"] % 5),
+        Bytes("rest", max_size=6),
+    )
+    be16: int
+    len24: int
+    marks: Marks
+    open: Shade | int
+    leaves: tuple[Leaf, ...]
+    nrefs: int
+    refs: tuple[int, ...]
+    first: Leaf
+    sized: bytes
+    rest: bytes
+    lo: Shade | None = None
+    hi: int | None = None
+    maybe: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class PadCtx:
+    pad_size: int = 2
 
 
 def _all_message_classes() -> list[type[Message]]:
@@ -226,3 +305,70 @@ def test_every_class_compiles(cls: type[Message]) -> None:
 
     encode, decode = compile_codec(cls, tuple(f.name for f in dataclasses.fields(cls)))
     assert callable(encode) and callable(decode)
+
+
+# ------------------------------------------------------------------ the unusual spec shapes
+
+
+def _odd(len24: int, marks: int, leaves: list[bytes], refs: list[int], rest: bytes) -> OddShapes:
+    return OddShapes(
+        be16=0x1234, len24=len24, marks=Marks(marks), open=Shade.LIGHT,
+        leaves=tuple(Leaf(Shade.DARK, b) for b in leaves), nrefs=len(refs), refs=tuple(refs),
+        first=Leaf(Shade.LIGHT, b"abcd"), sized=bytes(len24 % 5), rest=rest,
+        lo=Shade.DARK if len24 & 1 else None, hi=7 if len24 & 1 else None, maybe=9 if marks & Marks.Y else None)
+
+
+odd_messages = st.builds(
+    _odd, len24=st.integers(0, 40), marks=st.sampled_from([0, 1, 4, 5]),
+    leaves=st.lists(st.binary(min_size=0, max_size=8).map(lambda b: b[:len(b) // 4 * 4]), max_size=3),
+    refs=st.lists(st.integers(0, 2**32 - 1), max_size=3), rest=st.binary(max_size=6))
+
+
+@settings(max_examples=200, deadline=None)
+@given(msg=odd_messages, ctx=st.sampled_from([PadCtx(), PadCtx(0), None]), cut=st.integers(0, 80),
+       flip=st.integers(0, 80 * 8), mutate=st.sampled_from(["none", "cut", "flip", "extend"]), whole=st.booleans())
+def test_unusual_spec_shapes_agree(msg: OddShapes, ctx: Any, cut: int, flip: int, mutate: str, whole: bool) -> None:
+    generated, interpreted = _both(_encode(msg, ctx))
+    assert generated == interpreted
+    if generated[0] != "ok":
+        return
+    data = msg.encode(ctx)
+    if mutate == "cut":
+        data = data[:cut]
+    elif mutate == "flip" and data:
+        raw = bytearray(data)
+        raw[(flip // 8) % len(raw)] ^= 1 << (flip % 8)
+        data = bytes(raw)
+    elif mutate == "extend":
+        data += b"\x00\x01"
+    generated, interpreted = _both(_decode(DecodeCase(OddShapes, data, ctx, whole)))
+    assert generated == interpreted
+    if mutate == "none" and whole:
+        assert generated == ("ok", repr(msg), repr(len(data)))
+
+
+def test_unusual_shapes_take_the_generated_path() -> None:
+    """The generated code handles these itself (no silent fallback to the interpreter on good input)."""
+    msg = _odd(7, 5, [b"abcd"], [1, 2], b"xy")
+    data = msg.encode(PadCtx())
+    calls: list[str] = []
+    original_encode, original_decode = OddShapes._encode_generic, OddShapes._decode_generic
+
+    def spy_encode(self: Message, ctx: Any = None) -> bytes:
+        calls.append("encode")
+        return original_encode(self, ctx)
+
+    def spy_decode(cls: type[Message], r: Reader, ctx: Any = None, *, whole: bool = False) -> Message:
+        calls.append("decode")
+        return original_decode.__func__(cls, r, ctx, whole=whole)  # type: ignore[attr-defined]
+
+    OddShapes._encode_generic = spy_encode  # type: ignore[method-assign]
+    OddShapes._decode_generic = classmethod(spy_decode)  # type: ignore[method-assign, assignment]
+    try:
+        assert OddShapes.decode(data, PadCtx()) == msg and msg.encode(PadCtx()) == data
+        assert calls == []
+        with pytest.raises(codec.DecodeError):
+            OddShapes.decode(data[:5], PadCtx())
+        assert calls == ["decode"]  # a bad input is reported by the interpreter
+    finally:
+        del OddShapes._encode_generic, OddShapes._decode_generic
