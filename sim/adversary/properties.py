@@ -475,7 +475,7 @@ class _Context:
         return owner is not None and owner != "host"
 
     def expected_digest(self, device: str) -> bytes | None:
-        from sim.scenario.run import expected_firmware_digest
+        from sim.scenario.policies import expected_firmware_digest
 
         for g in self.run.scenario.guests:
             ref = g.policy.expected_measurements.get(device)
@@ -527,7 +527,7 @@ def _authenticity(ctx: _Context) -> PropertyResult:
         if acc.session_genuine is False:
             problems.append("the session behind it is not one the genuine device holds")
         actual = ctx.actual_firmware(acc.device, acc.time_ns)
-        from sim.scenario.run import expected_firmware_digest
+        from sim.scenario.policies import expected_firmware_digest
 
         actual_digest = expected_firmware_digest(run.scenario, acc.device, actual)
         expected = ctx.expected_digest(acc.device)

@@ -332,7 +332,7 @@ def _flash_downgrade(run: ModelRun, handle: DeviceHandle) -> tuple[str, str] | N
 
 
 def _firmware_digest(run: ModelRun, device: str, version: str) -> bytes:
-    from sim.scenario.run import expected_firmware_digest
+    from sim.scenario.policies import expected_firmware_digest
 
     return expected_firmware_digest(run.scenario, device, version)
 

@@ -83,8 +83,6 @@ def aead_cipher(suite: AeadSuite, key: bytes) -> AeadCipher:
     return AESGCM(key)
 
 
-
-
 def _check_iv(iv: bytes) -> None:
     if len(iv) != AEAD_IV_SIZE:
         raise CryptoError(f"IV must be {AEAD_IV_SIZE} bytes, got {len(iv)}")

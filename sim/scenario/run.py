@@ -6,6 +6,9 @@ records, from the hardware and the trace, what happened: when each device's IDE 
 changed state, who verified it, recoveries after faults, firmware queue depth, DOE objects carried
 per component, crypto operations, and who saw which secret. Expectations are checked against that
 record. The result layout is documented in docs/result-format.md.
+
+Neighbours: ``policies`` (scenario → platform spec and verification policies), ``watch`` (what is
+recorded per device), ``expectations`` (checking them).
 """
 
 from __future__ import annotations
@@ -19,228 +22,29 @@ from typing import Any, TextIO
 from sim import __version__
 from sim.crypto.algorithms import BaseHashAlgo
 from sim.crypto.hashes import digest
-from sim.devices.config_space import IdeStreamState
-from sim.devices.endpoint import EndpointEventKind
 from sim.engine.exposure import Exposure
 from sim.engine.trace import Channel, JsonLinesSink, MemorySink, PcapSink, TraceEvent
 from sim.engine.world import World
 from sim.firmware.fat_tsm import FatTsm
-from sim.protocols.spdm.policy import ANY, VerificationPolicy
-from sim.protocols.spdm.profile import make_profile
-from sim.protocols.tdisp import TdiTransition
 from sim.protocols.tsm import ReleaseStream, SecuredDevice
 from sim.rootport.dpc import DpcTriggerReason, DpcTriggerReasonExt
 from sim.scenario import schema as S
+from sim.scenario.expectations import describe, evaluate
 from sim.scenario.platform import (
-    DeviceSpec,
-    MmioRangeSpec,
-    Platform,
-    PlatformSpec,
-    RootPortSpec,
-    TdiSpec,
     build_platform,
 )
-from sim.scenario.trust_models import WIRINGS, Actors, GuestSetup, Securer, Wiring, build_actors, principals
-from sim.vmm.guest import GuestPolicy, ReportExpectation
+from sim.scenario.policies import guest_policy, host_policy, platform_spec
+from sim.scenario.trust_models import WIRINGS, Actors, GuestSetup, Securer, build_actors
+from sim.scenario.watch import Watch, insecure_windows, recoveries
 from sim.wire.doe import DoeObjectType
 from sim.wire.spdm.version import GetVersion
-from sim.wire.tdisp import InterfaceInfo
 
-PAGE = 4096
 GUEST_DMA_BASE = 0x1000_0000   # confidential guests' DMA buffers: TEE memory (T=1 requests only)
 HOST_DMA_BASE = 0x2000_0000    # the host's own DMA buffers
 TEE_MEMORY_SIZE = 0x1000_0000
 SEQUENCE_LIMIT = 200
 HORIZON_NS = 600 * 1_000_000_000  # a run stops at the latest at 10 simulated minutes after its last event
 RESULT_FORMAT = 1
-
-
-# ----------------------------------------------------------------------------------------------------
-# scenario → platform spec and policies
-# ----------------------------------------------------------------------------------------------------
-
-
-def platform_spec(scenario: S.Scenario, wiring: Wiring) -> PlatformSpec:
-    """The hardware the scenario describes, with the Root Ports accepting only this model's key writers."""
-    allowed = principals(wiring)
-    ports = tuple(RootPortSpec(name=p.id, streams=p.ide_streams, dpc=p.dpc, key_principals=allowed,
-                               link_hop_ns=p.link_latency) for p in scenario.platform.root_ports)
-    devices = []
-    for d in scenario.platform.devices:
-        tdis = tuple(TdiSpec(function=t.function, name=t.id,
-                             mmio=tuple(MmioRangeSpec(bar=m.bar, size=m.pages * PAGE) for m in t.mmio)
-                             or (MmioRangeSpec(),))
-                     for t in d.tdis) or (TdiSpec(),)
-        files = d.identity.cert_chain is not None
-        devices.append(DeviceSpec(
-            id=d.id, port=d.port, profile=str(d.profile), firmware_version=d.measurements.firmware,
-            ca=d.identity.ca or d.id, tdis=tdis,
-            cert_chain=d.identity.cert_chain if files else None, key=d.identity.key if files else None))
-    return PlatformSpec(root_ports=ports, devices=tuple(devices))
-
-
-def _roots(platform: Platform, trusted: list[S.TrustedRoot]) -> tuple[Any, ...]:
-    from sim.crypto.identity import load_certificates
-
-    roots: list[Any] = []
-    for t in trusted:
-        if t.ca is not None:
-            roots += platform.root_certificates(t.ca)
-        elif t.file is not None:
-            roots += load_certificates(t.file)
-    return tuple(roots)
-
-
-def expected_firmware_digest(scenario: S.Scenario, device: str, version: str) -> bytes:
-    """The firmware measurement (index 2) a device of the scenario reports when it runs ``version``."""
-    d = scenario.device(device)
-    profile = make_profile(str(d.profile), d.id, version)
-    blocks = profile.measurements.blocks(0x12, profile.measurement_hash_algo)
-    return next(b.measurement.value for b in blocks if b.index == 2)
-
-
-def verification_policy(scenario: S.Scenario, platform: Platform, policy: S.GuestPolicy,
-                        devices: list[str]) -> VerificationPolicy:
-    """A guest's verification policy; measurement references are per device (one device per guest
-    policy is what the requester supports, so references apply when they agree across devices)."""
-    expected: dict[int, Any] = {}
-    for dev in devices:
-        ref = policy.expected_measurements.get(dev)
-        if ref is None:
-            continue
-        if ref.firmware is not None:
-            expected[2] = expected_firmware_digest(scenario, dev, ref.firmware)
-        for index, value in ref.digests.items():
-            expected[index] = bytes.fromhex(value)
-    if len({d for d in devices if d in policy.expected_measurements}) > 1:
-        expected = {i: ANY for i in expected}  # different devices, different references: the guest
-        # checks them per device through the firmware evidence; the requester policy stays permissive
-    return VerificationPolicy(trusted_roots=_roots(platform, policy.trusted_roots), expected_measurements=expected,
-                              require_signed_measurements=policy.require_signed_measurements)
-
-
-def guest_policy(scenario: S.Scenario, platform: Platform, guest: S.Guest) -> GuestPolicy:
-    info_set = InterfaceInfo(0)
-    info_clear = InterfaceInfo(0)
-    ranges: int | None = None
-    for rep in guest.policy.expected_reports:
-        for flag, value in ((InterfaceInfo.NO_FW_UPDATE, rep.no_fw_update),
-                            (InterfaceInfo.DMA_WITHOUT_PASID, rep.dma_without_pasid),
-                            (InterfaceInfo.DMA_WITH_PASID, rep.dma_with_pasid),
-                            (InterfaceInfo.ATS_ENABLED, rep.ats), (InterfaceInfo.PRS_ENABLED, rep.prs)):
-            if value is True:
-                info_set |= flag
-            elif value is False:
-                info_clear |= flag
-        if rep.mmio is not None:
-            ranges = len(rep.mmio)
-    return GuestPolicy(verification_policy(scenario, platform, guest.policy, guest.devices),
-                       ReportExpectation(info_set=info_set, info_clear=info_clear, mmio_ranges=ranges))
-
-
-def host_policy(scenario: S.Scenario, platform: Platform) -> VerificationPolicy:
-    """The host trusts the vendor CAs its devices are built under (its own keyring)."""
-    cas = sorted({d.identity.ca for d in scenario.platform.devices if d.identity.ca is not None})
-    roots = [c for ca in cas for c in platform.root_certificates(ca)]
-    roots += [h.identity.root for h in platform.devices if h.spec.cert_chain is not None]
-    return VerificationPolicy(trusted_roots=tuple(roots))
-
-
-# ----------------------------------------------------------------------------------------------------
-# what we watch during a run
-# ----------------------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class FaultMark:
-    """An injected fault on one device, and how far its stream/TDI histories were when it hit."""
-
-    at_ns: int
-    what: str
-    stream_seen: int
-    tdis_seen: int
-
-
-@dataclasses.dataclass
-class DeviceRecord:
-    device: str
-    tdi_names: dict[int, str]                      # TDISP function id -> scenario TDI id
-    stream: list[tuple[int, str]] = dataclasses.field(default_factory=list)
-    tdis: list[tuple[int, str, str]] = dataclasses.field(default_factory=list)
-    phases: list[tuple[int, str, str]] = dataclasses.field(default_factory=list)
-    faults: list[FaultMark] = dataclasses.field(default_factory=list)
-
-    def mark_fault(self, t: int, what: str) -> FaultMark:
-        """Note a fault injected now, with how many transitions had been seen before it (so that the
-        state *before* the fault is known even when the fault changes it in the same nanosecond)."""
-        mark = FaultMark(t, what, len(self.stream), len(self.tdis))
-        self.faults.append(mark)
-        return mark
-
-    def stream_secure_at(self, t: int | None = None, *, seen: int | None = None) -> bool:
-        """The stream state at time ``t`` (None: now), or after the first ``seen`` transitions."""
-        state = "insecure"
-        for when, s in self.stream[:seen]:
-            if t is not None and when > t:
-                break
-            state = s
-        return state == "secure"
-
-    def tdi_state_at(self, tdi: str, t: int | None = None, *, seen: int | None = None) -> str:
-        """A TDI's state at time ``t`` (None: now), or after the first ``seen`` transitions."""
-        state = "CONFIG_UNLOCKED"
-        for when, name, s in self.tdis[:seen]:
-            if t is not None and when > t:
-                break
-            if name == tdi:
-                state = s
-        return state
-
-    def first_secure(self, after: int = 0) -> int | None:
-        return next((t for t, s in self.stream if s == "secure" and t >= after), None)
-
-    def first_run(self, after: int = 0) -> int | None:
-        return next((t for t, _n, s in self.tdis if s == "RUN" and t >= after), None)
-
-
-class Watch:
-    """Follows the hardware: each device's IDE stream and the DSM's TDI transitions.
-
-    A device's stream counts as secure only while BOTH ends read Secure: the Root Port's stream
-    block and the endpoint's. A device can lose its keys without the Root Port noticing (its SPDM
-    session ended by a second requester, an FLR of function 0): its traffic is then no longer
-    protected although the Root Port's status still reads Secure (TRUST_MODELS.md §3, §11.4.5).
-    """
-
-    def __init__(self, world: World, platform: Platform) -> None:
-        self.world = world
-        self.devices: dict[str, DeviceRecord] = {}
-        for h in platform.devices:
-            names = {h.endpoint.requester_id(t.function): t.name or f"tdi{i}" for i, t in enumerate(h.spec.tdis)}
-            rec = self.devices[h.id] = DeviceRecord(h.id, names)
-            h.root_port.stream_listeners.append(lambda block, state, rec=rec, h=h: self._stream(rec, h))
-            previous = h.endpoint.observer   # the trace glue: keep it, and watch IDE state changes too
-            h.endpoint.observer = lambda event, rec=rec, h=h, prev=previous: self._endpoint(rec, h, event, prev)
-            h.dsm.add_listener(lambda event, rec=rec: self._dsm(rec, event))
-
-    def _endpoint(self, rec: DeviceRecord, h: Any, event: Any, previous: Callable[[Any], None] | None) -> None:
-        if previous is not None:
-            previous(event)
-        if event.kind is EndpointEventKind.IDE_STATE:
-            self._stream(rec, h)
-
-    def _stream(self, rec: DeviceRecord, h: Any) -> None:
-        rp = h.root_port
-        rp_secure = any(rp.stream_state(b) is IdeStreamState.SECURE for b in range(rp.stream_block_count))
-        secure = rp_secure and h.endpoint.secure_stream() is not None
-        state = "secure" if secure else "insecure"
-        if state != (rec.stream[-1][1] if rec.stream else "insecure"):   # a stream starts out insecure
-            rec.stream.append((self.world.now, state))
-
-    def _dsm(self, rec: DeviceRecord, event: object) -> None:
-        if isinstance(event, TdiTransition) and event.old is not event.new:
-            name = rec.tdi_names.get(event.interface_id.function_id, str(event.interface_id))
-            rec.tdis.append((self.world.now, name, event.new.name))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -700,62 +504,6 @@ def _is_doe_object(event: TraceEvent) -> bool:
     return event.channel is Channel.DOE and len(event.data) >= 8
 
 
-def insecure_windows(rec: DeviceRecord, end: int) -> list[list[int]]:
-    """Intervals after the device first became secure during which its stream was not."""
-    out: list[list[int]] = []
-    started: int | None = None
-    seen_secure = False
-    for t, state in rec.stream:
-        if state == "secure":
-            seen_secure = True
-            if started is not None:
-                out.append([started, t])
-                started = None
-        elif seen_secure and started is None:
-            started = t
-    if started is not None:
-        out.append([started, end])
-    return out
-
-
-def recoveries(rec: DeviceRecord, faults: list[tuple[int, str]] | None = None) -> list[dict[str, Any]]:
-    """For each injected fault, when the device was back where it was just before it: stream secure
-    (if it was), and the TDIs that were running running again; ``by`` is who re-ran the securing flow.
-
-    The state "before" is taken from the fault's mark (transitions seen when it was injected), not
-    from the clock: a DPC moves the stream and TDIs in the very nanosecond it is injected.
-    """
-    marks = rec.faults
-    if faults is not None and [(m.at_ns, m.what) for m in marks] != list(faults):
-        marks = [FaultMark(at, what, sum(t < at for t, _ in rec.stream), sum(t < at for t, _n, _s in rec.tdis))
-                 for at, what in faults]
-    out = []
-    for i, mark in enumerate(marks):
-        at = mark.at_ns
-        was_running = {n for n in rec.tdi_names.values() if rec.tdi_state_at(n, seen=mark.tdis_seen) == "RUN"}
-        was_secure = rec.stream_secure_at(seen=mark.stream_seen)
-        nxt = marks[i + 1] if i + 1 < len(marks) else None
-        # did this fault cost anything before the next one hit (e.g. an FLR of a function without a TDI)?
-        lost = (was_secure and any(s != "secure" for _t, s in
-                                   rec.stream[mark.stream_seen:nxt.stream_seen if nxt else None])) or \
-            any(n in was_running and s != "RUN" for _t, n, s in rec.tdis[mark.tdis_seen:nxt.tdis_seen if nxt else None])
-        back: int | None = None
-        if not lost:
-            back = at
-        else:
-            candidates = sorted({t for t, _ in rec.stream[mark.stream_seen:]}
-                                | {t for t, _n, _s in rec.tdis[mark.tdis_seen:]})
-            for t in candidates:
-                if (not was_secure or rec.stream_secure_at(t)) and \
-                        all(rec.tdi_state_at(n, t) == "RUN" for n in was_running):
-                    back = t
-                    break
-        by = next((owner for t, _p, owner in rec.phases if t >= at and (back is None or t <= back)), None)
-        out.append({"fault": mark.what, "at_ns": at, "recovered_at_ns": back,
-                    "latency_ns": None if back is None else back - at, "by": by if back != at else None})
-    return out
-
-
 def forwarded(events: list[TraceEvent]) -> dict[str, int]:
     """DOE objects each software component sent on (as a relay or as the requester)."""
     counts: dict[str, int] = {}
@@ -802,84 +550,6 @@ def component_role(run: ModelRun, path: str) -> S.ExposureComponent | None:
 
 
 # ----------------------------------------------------------------------------------------------------
-# expectations
-# ----------------------------------------------------------------------------------------------------
-
-
-def describe(exp: S.Expectation) -> str:
-    when = "at end" if exp.at == "end" else f"at {exp.at} ns"
-    if isinstance(exp, S.TdiStateExpectation):
-        return f"tdi_state {exp.device}/{exp.tdi} == {exp.state} {when}"
-    if isinstance(exp, S.StreamStateExpectation):
-        return f"stream_state {exp.device or 'port ' + str(exp.port)} == {exp.state} {when}"
-    if isinstance(exp, S.AttestationExpectation):
-        reason = f" ({exp.reason})" if exp.reason else ""
-        return f"attestation of {exp.device} by {exp.by} is {exp.outcome}{reason} {when}"
-    if isinstance(exp, S.ExposureExpectation):
-        return f"{exp.component} saw {exp.secret} at most {exp.at_most} {when}"
-    if isinstance(exp, S.LatencyExpectation):
-        return f"{exp.metric}{' of ' + exp.device if exp.device else ''} <= {exp.max} ns"
-    if isinstance(exp, S.TraceDigestExpectation):
-        return f"trace digest of {exp.model} == {exp.sha256[:16]}..."
-    return str(exp.kind)
-
-
-def evaluate(run: ModelRun, exp: S.Expectation, at_ns: int | None) -> tuple[bool, str]:
-    """Whether ``exp`` holds in ``run`` (at ``at_ns``, or now at the end), and what was found."""
-    if isinstance(exp, S.TdiStateExpectation):
-        got = run.watch.devices[exp.device].tdi_state_at(exp.tdi, at_ns)
-        return got == str(exp.state), got
-    if isinstance(exp, S.StreamStateExpectation):
-        devices = [exp.device] if exp.device else run._devices_behind(str(exp.port))
-        states = {d: "secure" if run.watch.devices[d].stream_secure_at(at_ns) else "insecure" for d in devices}
-        return all(s == str(exp.state) for s in states.values()), ", ".join(f"{d}: {s}" for d, s in states.items())
-    if isinstance(exp, S.AttestationExpectation):
-        got = run.attestation_at(exp.device, str(exp.by), at_ns, S.attesting_guest(run.scenario, exp))
-        if got is None:
-            return False, f"{exp.by} never attested {exp.device} in {run.model}"
-        ok = bool(got["ok"])
-        found = "ok" if ok else f"failed: {got.get('reason')}"
-        found += f" (verdict at {got['at_ns']} ns)"
-        if exp.outcome is S.AttestationOutcome.OK:
-            return ok, found
-        reason_ok = exp.reason is None or str(exp.reason) in str(got.get("reason"))
-        return (not ok) and reason_ok, found
-    if isinstance(exp, S.ExposureExpectation):
-        level = run.exposure_of(exp.component, exp.secret)
-        return level <= exp.at_most.exposure(), level.name.lower()
-    if isinstance(exp, S.LatencyExpectation):
-        value = latency(run, exp)
-        if value is None:
-            return False, "never reached"
-        return value <= exp.max, f"{value} ns"
-    if isinstance(exp, S.TraceDigestExpectation):
-        if exp.model is not run.model:
-            return True, "another model's digest"
-        got = run.world.trace.digest()
-        return got == exp.sha256, got
-    return False, f"unknown expectation {exp.kind}"
-
-
-def latency(run: ModelRun, exp: S.LatencyExpectation) -> int | None:
-    boot = run.boot_ns or 0
-    devices = [exp.device] if exp.device else list(run.watch.devices)
-    values: list[int | None] = []
-    for d in devices:
-        rec = run.watch.devices[d]
-        if exp.metric in (S.LatencyMetric.TIME_TO_SECURE, S.LatencyMetric.FLEET_TIME_TO_SECURE):
-            t = rec.first_secure(boot)
-            values.append(None if t is None else t - boot)
-        elif exp.metric is S.LatencyMetric.RECOVERY:
-            recs = recoveries(rec)
-            values += [r["latency_ns"] for r in recs] or [0]
-        elif exp.metric is S.LatencyMetric.INSECURE_WINDOW:
-            values.append(sum(b - a for a, b in insecure_windows(rec, run.end_ns)))
-    if any(v is None for v in values):
-        return None
-    return max((v for v in values if v is not None), default=0)
-
-
-# ----------------------------------------------------------------------------------------------------
 # the whole scenario
 # ----------------------------------------------------------------------------------------------------
 
@@ -920,4 +590,5 @@ def run_scenario(scenario: S.Scenario, models: list[S.TrustModel] | None = None,
 
 def digest_of_scenario(scenario: S.Scenario) -> str:
     return digest(BaseHashAlgo.SHA_256, scenario.model_dump_json().encode()).hex()
+
 

@@ -465,7 +465,7 @@ def compile_codec(cls: type[Message], attr_names: tuple[str, ...]) -> tuple[Enco
     ns = _Namespace()
     source = _encoder_source(cls, attr_names, ns) + "\n" + _decoder_source(cls, attr_names, ns)
     scope = dict(ns.names)
-    exec(compile(source, f"<codec {cls.__module__}.{cls.__qualname__}>", "exec"), scope)  # noqa: S102
+    exec(compile(source, f"<codec {cls.__module__}.{cls.__qualname__}>", "exec"), scope)
     encode_fn, decode_fn = scope["encode"], scope["decode"]
     encode_fn.__source__ = source  # type: ignore[attr-defined]  # for debugging: what was generated
     return encode_fn, decode_fn

@@ -22,7 +22,8 @@ from sim.engine.trace import Channel
 from sim.firmware.commands import TdiInfo, decode_frame
 from sim.rootport.ide_regs import KeySlotStatus
 from sim.scenario.loader import load_scenario
-from sim.scenario.run import ModelRun, expected_firmware_digest
+from sim.scenario.policies import expected_firmware_digest
+from sim.scenario.run import ModelRun
 from sim.scenario.schema import AdversaryComponent as C
 from sim.scenario.schema import AdversaryStrategy as S
 from sim.scenario.schema import TrustModel as M
