@@ -28,12 +28,8 @@ def _summary(name: str, standard_id: RegistryId, vendor_id: bytes, payload: byte
 
 
 @dataclasses.dataclass(frozen=True)
-class VendorDefinedRequest(SpdmMessage):
-    """VENDOR_DEFINED_REQUEST (0xFE)."""
-
-    CODE: ClassVar[int] = RequestCode.VENDOR_DEFINED_REQUEST
-    NAME: ClassVar[str] = "VENDOR_DEFINED_REQUEST"
-    LAYOUT = header(CODE, Reserved(1, "param1"), Reserved(1, "param2")) + _BODY
+class _VendorDefined(SpdmMessage):
+    """The 1.0-1.3 VENDOR_DEFINED layout, shared by the request and the response."""
 
     version: int
     standard_id: RegistryId
@@ -45,17 +41,18 @@ class VendorDefinedRequest(SpdmMessage):
 
 
 @dataclasses.dataclass(frozen=True)
-class VendorDefinedResponse(SpdmMessage):
+class VendorDefinedRequest(_VendorDefined):
+    """VENDOR_DEFINED_REQUEST (0xFE)."""
+
+    CODE: ClassVar[int] = RequestCode.VENDOR_DEFINED_REQUEST
+    NAME: ClassVar[str] = "VENDOR_DEFINED_REQUEST"
+    LAYOUT = header(CODE, Reserved(1, "param1"), Reserved(1, "param2")) + _BODY
+
+
+@dataclasses.dataclass(frozen=True)
+class VendorDefinedResponse(_VendorDefined):
     """VENDOR_DEFINED_RESPONSE (0x7E)."""
 
     CODE: ClassVar[int] = ResponseCode.VENDOR_DEFINED_RESPONSE
     NAME: ClassVar[str] = "VENDOR_DEFINED_RESPONSE"
     LAYOUT = header(CODE, Reserved(1, "param1"), Reserved(1, "param2")) + _BODY
-
-    version: int
-    standard_id: RegistryId
-    vendor_id: bytes
-    payload: bytes
-
-    def summary(self) -> str:
-        return _summary(self.NAME, self.standard_id, self.vendor_id, self.payload)
