@@ -77,19 +77,11 @@ class BarInfo:
     prefetchable: bool
 
 
-@dataclasses.dataclass(frozen=True)
-class FunctionInfo:
-    """One endpoint function as read from its registers."""
+class _CapabilityOffsets:
+    """Config-space offsets of the capabilities the kernel uses (None: not implemented), found by the walk."""
 
-    function: int
-    requester_id: int
-    vendor_id: int
-    device_id: int
-    class_code: int
-    multifunction: bool
-    caps: dict[CapabilityId | int, int]        # capability id -> config offset
+    caps: dict[CapabilityId | int, int]
     ext_caps: dict[ExtCapabilityId | int, int]
-    bars: tuple[BarInfo, ...]
 
     @property
     def pcie(self) -> int | None:
@@ -107,9 +99,28 @@ class FunctionInfo:
     def ide(self) -> int | None:
         return self.ext_caps.get(ExtCapabilityId.IDE)
 
+    @property
+    def dpc(self) -> int | None:
+        return self.ext_caps.get(ExtCapabilityId.DPC)
+
 
 @dataclasses.dataclass(frozen=True)
-class PortInfo:
+class FunctionInfo(_CapabilityOffsets):
+    """One endpoint function as read from its registers."""
+
+    function: int
+    requester_id: int
+    vendor_id: int
+    device_id: int
+    class_code: int
+    multifunction: bool
+    caps: dict[CapabilityId | int, int]        # capability id -> config offset
+    ext_caps: dict[ExtCapabilityId | int, int]
+    bars: tuple[BarInfo, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class PortInfo(_CapabilityOffsets):
     """A Root Port as read from its registers."""
 
     path: str
@@ -118,22 +129,6 @@ class PortInfo:
     caps: dict[CapabilityId | int, int]
     ext_caps: dict[ExtCapabilityId | int, int]
     ide_selective_streams: int
-
-    @property
-    def pcie(self) -> int | None:
-        return self.caps.get(CapabilityId.PCI_EXPRESS)
-
-    @property
-    def pm(self) -> int | None:
-        return self.caps.get(CapabilityId.POWER_MANAGEMENT)
-
-    @property
-    def dpc(self) -> int | None:
-        return self.ext_caps.get(ExtCapabilityId.DPC)
-
-    @property
-    def ide(self) -> int | None:
-        return self.ext_caps.get(ExtCapabilityId.IDE)
 
 
 @dataclasses.dataclass(frozen=True)
