@@ -19,8 +19,13 @@ during the run, and acts on real bytes only:
 * whoever can reach Root Port key slots writes keys it knows through *its own* key path
   (``KeyProgrammingPort`` with its principal, or the key-slot service as its caller), and the Root
   Port or the service refuses it where the trust model does not allow that principal;
-* the fat TSM lies in the evidence it hands the guest (TDI_INFO, re-digested), the DSM in the report
-  it builds (through its TDISP hooks) or about the firmware it runs;
+* the fat TSM lies in the evidence it hands the guest (TDI_INFO, re-digested, before it seals it), the
+  DSM in the report it builds (through its TDISP hooks) or about the firmware it runs;
+* in the fat model the VMM carries the guest's GUEST_REQUESTs sealed on the guest channel: it drops
+  or replays the sealed frame, flips a ciphertext bit (**modify**), or rewrites the TDI_INFO evidence
+  inside the ciphertext (**substitute-identity** / **substitute-measurements**): granted the plaintext
+  (the evidence is public: the device's certificates and firmware digests), it XORs its rewrite into
+  the AES-GCM ciphertext (CTR mode is malleable) but cannot fix the tag, so the guest's open fails;
 * the host or the VMM withholds reset notices (**skip-reauth**), or re-programs the stream after the
   guest accepted the TDI (**reprogram-after-accept**).
 
@@ -46,7 +51,7 @@ from sim.engine.trace import Channel
 from sim.firmware.commands import (
     FwCommandId,
     FwStatus,
-    GuestRequest,
+    GuestChannelMessage,
     ProgramKey,
     TdiInfo,
     decode_frame,
@@ -644,35 +649,68 @@ def _rewrite_tdi_info(adv: Adversary, info: TdiInfo, device: str) -> TdiInfo | N
                                certificates_digest=sha(certs), measurements_digest=sha(meas), report_digest=sha(report))
 
 
-def _tdi_info_device(adv: Adversary, frame: bytes) -> str | None:
+def _sealed_request_device(adv: Adversary, frame: bytes) -> str | None:
+    """The device a sealed guest request is (most likely) about, as its carrier can tell: the guest id
+    in the clear header names the guest, and the VMM knows which device it assigned to that guest."""
     try:
         decoded = decode_frame(frame)
     except DecodeError:
         return None
-    if not isinstance(decoded.body, GuestRequest):
-        return None
     fw = adv.run.actors.firmware
-    dev = fw.devices.get(decoded.body.dev_handle) if isinstance(fw, FatTsm) else None
-    return None if dev is None else dev.device_id
+    if not isinstance(decoded.body, GuestChannelMessage) or not isinstance(fw, FatTsm):
+        return None
+    guest = fw.guest_name(decoded.body.guest_id)
+    assigned = [d for d, g in adv.run.actors.vmm.assignments.items() if g == guest]
+    return next((d for d in assigned if adv.targets(d)), assigned[0] if assigned else None)
 
 
-def _rewrite_answer(adv: Adversary, answer: bytes, device: str, destination: str) -> bytes:
+def _known_plaintext(adv: Adversary, message: GuestChannelMessage) -> bytes | None:
+    """The sealed answer's content, granted to the adversary: TDI_INFO evidence is public (certificates
+    from GET_CERTIFICATE, the firmware's published digests), so the strongest carrier knows it. Read
+    through the firmware's end without changing the channel (simulator bookkeeping, not a key leak)."""
+    fw = adv.run.actors.firmware
+    end = getattr(fw, "_channels", {}).get(message.guest_id)
+    return None if end is None else end.peek(message)
+
+
+def _rewrite_sealed_answer(adv: Adversary, answer: bytes, device: str, destination: str) -> bytes:
+    """Tamper with a sealed TDI_INFO answer on the wire: flip a ciphertext bit (modify), or XOR the
+    re-digested rewrite of the evidence into the ciphertext (substitutions); the tag stays as it was."""
     try:
         decoded = decode_frame(answer)
     except DecodeError:
         return answer
-    if decoded.status is not FwStatus.SUCCESS or not isinstance(decoded.body, TdiInfo):
+    sealed = decoded.body
+    if decoded.status is not FwStatus.SUCCESS or not isinstance(sealed, GuestChannelMessage):
         return answer
-    changed = _rewrite_tdi_info(adv, decoded.body, device)
-    if changed is None:
+    plain = _known_plaintext(adv, sealed)
+    try:
+        inner = decode_frame(plain) if plain is not None else None
+    except DecodeError:
+        inner = None
+    if inner is None or plain is None or not isinstance(inner.body, TdiInfo):
         return answer
-    out = response(FwCommandId.GUEST_REQUEST, FwStatus.SUCCESS, changed).encode()
-    adv.act(f"hands the guest altered TDI_INFO evidence for {device}", out, destination)
+    ct = sealed.ciphertext
+    if adv.strategy is S.MODIFY:
+        new_ct = ct[:-1] + bytes([ct[-1] ^ 0x01])
+        what = "flips a bit of the sealed TDI_INFO answer"
+    else:
+        changed = _rewrite_tdi_info(adv, inner.body, device)
+        if changed is None:
+            return answer
+        new_plain = response(FwCommandId.GUEST_REQUEST, FwStatus.SUCCESS, changed).encode()
+        # CTR keystream = ciphertext XOR known plaintext; beyond its end the keystream is unknown
+        new_ct = bytes(c ^ o ^ n for c, o, n in zip(ct, plain, new_plain, strict=False)) + new_plain[len(ct):]
+        what = "XORs altered TDI_INFO evidence into the sealed answer (the tag is left as it was)"
+    out = response(FwCommandId.GUEST_CHANNEL, FwStatus.SUCCESS,
+                   dataclasses.replace(sealed, ciphertext=new_ct)).encode()
+    adv.act(f"{what} for {device}", out, destination)
     return out
 
 
 def _vmm_guest_requests(adv: Adversary) -> str | None:
-    """Fat model: the VMM carries GUEST_REQUEST frames to the host's TSM driver and back."""
+    """Fat model: the VMM carries the guest's sealed GUEST_REQUEST frames (GUEST_CHANNEL) to the host's
+    TSM driver and back; it tampers with the sealed bytes, which the firmware or the guest refuses."""
     run = adv.run
     vmm, fw = run.actors.vmm, run.actors.firmware
     strategy = adv.strategy
@@ -683,22 +721,22 @@ def _vmm_guest_requests(adv: Adversary) -> str | None:
     state = {"done": False}
 
     def issue(frame: bytes, *, caller: str = "host") -> SimGen:
-        device = _tdi_info_device(adv, frame)
+        device = _sealed_request_device(adv, frame)
         if device is None or not adv.targets(device):
             return (yield from fw.issue(frame, caller=caller))
         seen.append(bytes(frame))
         if strategy is S.DROP and not state["done"]:
             state["done"] = True
-            adv.act(f"withholds a GUEST_REQUEST of {device}", frame, "host")
+            adv.act(f"withholds a sealed GUEST_REQUEST of {device}", frame, "host")
             yield adv.world.timeout(DOE_TIMEOUT_NS)
-            return error(FwCommandId.GUEST_REQUEST, FwStatus.BUSY, "no answer").encode()
+            return error(FwCommandId.GUEST_CHANNEL, FwStatus.BUSY, "no answer").encode()
         if strategy is S.REPLAY and len(seen) == 2 and not state["done"]:
             state["done"] = True
-            adv.act(f"replays the first GUEST_REQUEST of {device} in place of the second", seen[0], "host")
+            adv.act(f"replays the first sealed GUEST_REQUEST of {device} in place of the second", seen[0], "host")
             frame = seen[0]
         answer = yield from fw.issue(frame, caller=caller)
         if strategy in (S.MODIFY, S.SUBSTITUTE_IDENTITY, S.SUBSTITUTE_MEASUREMENTS) and not state["done"]:
-            changed = _rewrite_answer(adv, answer, device, vmm.owner_of(device) or vmm.path)
+            changed = _rewrite_sealed_answer(adv, answer, device, vmm.owner_of(device) or vmm.path)
             if changed != answer:
                 state["done"] = strategy is S.MODIFY
                 return changed
@@ -881,7 +919,8 @@ def _dsm_report(adv: Adversary) -> str | None:
 
 
 def _fat_command(adv: Adversary) -> str | None:
-    """The fat TSM's evidence to the guest (TDI_INFO), altered and re-digested."""
+    """The fat TSM's evidence to the guest (TDI_INFO), altered and re-digested before the TSM seals it:
+    the guest channel protects the guest from its carriers, not from the firmware at its other end."""
     fw = adv.run.actors.firmware
     assert isinstance(fw, FatTsm)
     if adv.strategy is S.LIE_IN_REPORT:
@@ -890,15 +929,20 @@ def _fat_command(adv: Adversary) -> str | None:
     if adv.strategy is S.SUBSTITUTE_MEASUREMENTS:
         for h in adv.devices():
             _flash_downgrade(adv.run, h)
-    original = fw.command
+    original = fw._tdi_info
 
-    def command(caller: str, frame: bytes) -> SimGen:
-        answer = yield from original(caller, frame)
-        device = _tdi_info_device(adv, frame) if caller == "host" else None
-        if device is None or not adv.targets(device):
-            return answer
-        return _rewrite_answer(adv, answer, device, caller)
-    fw.command = command  # type: ignore[method-assign]
+    def tdi_info(dev: Any, tdi: Any) -> SimGen:
+        out = yield from original(dev, tdi)
+        if not adv.targets(dev.device_id) or out.status is not FwStatus.SUCCESS or not isinstance(out.body, TdiInfo):
+            return out
+        changed = _rewrite_tdi_info(adv, out.body, dev.device_id)
+        if changed is None:
+            return out
+        lie = response(FwCommandId.GUEST_REQUEST, FwStatus.SUCCESS, changed)
+        adv.act(f"hands the guest altered TDI_INFO evidence for {dev.device_id}", lie.encode(),
+                fw.guest_name(tdi.guest_id) or "host")
+        return lie
+    fw._tdi_info = tdi_info  # type: ignore[method-assign]
     return None
 
 

@@ -19,7 +19,8 @@ device (SEV-TIO ``SEV_RET_SPDM_REQUEST``, TDX ``TDX_SPDM_REQUEST``). The host th
 
 Thin key-slot service commands (Arm CCA EL3 ``RP_IDE_KEY_*`` analogue): ALLOCATE_STREAM,
 PROGRAM_KEY, SET_GO, SET_STOP, RELEASE_STREAM. A guest reaches them only through GUEST_CHANNEL,
-whose body is an AES-256-GCM sealed key-slot frame (:class:`GuestChannelMessage`).
+whose body is an AES-256-GCM sealed key-slot frame (:class:`GuestChannelMessage`). A fat-model guest
+sends its GUEST_REQUESTs the same way: sealed in GUEST_CHANNEL, which may then answer SPDM_REQUEST.
 
 Decoding raises only :class:`~sim.wire.codec.DecodeError`.
 """
@@ -377,7 +378,8 @@ class TdiStatusRsp(FwBody):
 
 @dataclasses.dataclass(frozen=True)
 class GuestRequest(FwBody):
-    """A guest's request about one of its TDIs (relayed by the VMM; not secret, so not sealed)."""
+    """A guest's request about one of its TDIs. It travels sealed, as the plaintext of a GUEST_CHANNEL
+    frame (so does its answer), so that the VMM relaying it can neither read nor rewrite it."""
 
     COMMAND = FwCommandId.GUEST_REQUEST
     guest_id: int
@@ -537,8 +539,8 @@ class SetStop(SlotRef):
 class GuestChannelMessage(FwBody):
     """One sealed guest <-> firmware message: AES-256-GCM under the guest's channel key.
 
-    The plaintext is a complete key-slot frame (request from the guest, response from the
-    firmware). ``sequence`` is per direction, starting at 0; the IV is derived from it and the AAD
+    The plaintext is a complete frame (request from the guest, response from the firmware): a
+    key-slot command to the thin service, or a GUEST_REQUEST to the fat TSM. ``sequence`` is per direction, starting at 0; the IV is derived from it and the AAD
     is the first 16 bytes of this body (guest id, direction, sequence), so the VMM can neither
     replay, reorder nor redirect a message without the tag check failing.
     """
@@ -598,10 +600,11 @@ RESPONSE_BODIES: dict[FwCommandId, type[FwBody]] = {
 }
 
 # Commands that may answer SPDM_REQUEST (they talk to the device).
+# GUEST_CHANNEL is one of them: in the fat model it carries a sealed GUEST_REQUEST (TDI_STATE, STATE_CHANGE).
 DOE_COMMANDS = frozenset({FwCommandId.DEV_CONNECT, FwCommandId.DEV_DISCONNECT, FwCommandId.DEV_RECLAIM,
                           FwCommandId.ROLL_KEY,
                           FwCommandId.TDI_BIND, FwCommandId.TDI_UNBIND, FwCommandId.TDI_REPORT,
-                          FwCommandId.TDI_STATUS, FwCommandId.GUEST_REQUEST})
+                          FwCommandId.TDI_STATUS, FwCommandId.GUEST_REQUEST, FwCommandId.GUEST_CHANNEL})
 
 KEY_SLOT_COMMANDS = frozenset({FwCommandId.ALLOCATE_STREAM, FwCommandId.PROGRAM_KEY, FwCommandId.SET_GO,
                                FwCommandId.SET_STOP, FwCommandId.RELEASE_STREAM})

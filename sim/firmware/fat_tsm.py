@@ -18,6 +18,12 @@ proxy" and the guest "a dumb receiver of the firmware's attestation results" (th
   Port's private key path (principal ``"firmware"``, traced on Channel.KEY_SLOT); the stream's
   config registers (not secret) are programmed by the host kernel as SEV-TIO's ``dsm_connect`` does
   (``host.enable_stream``), or through the firmware's fabric access when the host offers no routine.
+* **Guests.** :meth:`FatTsm.launch_guest` creates the guest's sealed channel
+  (:mod:`sim.firmware.guest_channel`, the SEV-SNP VMPCK pattern) and returns the guest's end. A
+  GUEST_REQUEST arrives only sealed, as the plaintext of a GUEST_CHANNEL command that the VMM and the
+  host's driver carry (and serve its SPDM_REQUESTs) without reading it; its answer is sealed the same
+  way. A GUEST_CHANNEL frame that fails to open is refused, and so is a plain GUEST_REQUEST (from the
+  host or anyone): the VMM can neither rewrite the evidence nor START a TDI in the guest's name.
 * **TDIs.** TDI_BIND locks a TDI to a guest (TDISP LOCK, bound to the firmware's session) and reads
   its report; the guest's GUEST_REQUEST TDI_INFO returns the report and SHA-384 digests of the
   certificate chain, the measurements and the report (SEV-TIO TDI_INFO); STATE_CHANGE starts it
@@ -69,6 +75,7 @@ from sim.firmware.commands import (
     FwFrame,
     FwRequestKind,
     FwStatus,
+    GuestChannelMessage,
     GuestRequest,
     GuestRequestType,
     GuestStateRsp,
@@ -100,6 +107,7 @@ from sim.firmware.core import (
     peek_secured_record,
     trace_phase,
 )
+from sim.firmware.guest_channel import GuestChannelEnd, GuestChannelError, create_guest_channel
 from sim.protocols.env import ProtocolEnv
 from sim.protocols.flow import Outbound
 from sim.protocols.ide_km import PcisigFailure
@@ -201,6 +209,7 @@ class _Active:
     sessions: dict[int, Any] = dataclasses.field(default_factory=dict)
     request_plaintext: bytes | None = None
     awaiting_secured: bool = False
+    answer_plaintext: bytes | None = None   # the final answer's sealed content (GUEST_CHANNEL), for the trace
 
 
 class _CommandFailed(Exception):
@@ -236,6 +245,7 @@ class FatTsm:
         self.rebind_listeners: list[Callable[[str, int], None]] = []
         self.doe_hops = 0
         self._guests: dict[int, str] = {}
+        self._channels: dict[int, GuestChannelEnd] = {}
         self._rng = world.rng(f"{path}.tsm")
         self._active: _Active | None = None
         self._connects = 0
@@ -246,11 +256,18 @@ class FatTsm:
     # guests and lookups
     # ==============================================================================================
 
-    def launch_guest(self, guest: str) -> int:
-        """Register a confidential guest at launch; returns the guest id its requests carry."""
+    def launch_guest(self, guest: str) -> GuestChannelEnd:
+        """Register a confidential guest at launch and create its sealed channel; returns the guest's end
+        (its ``guest_id`` is the id the guest's requests carry and TDI_BIND names)."""
         guest_id = len(self._guests) + 1
         self._guests[guest_id] = guest
-        return guest_id
+        firmware_end, guest_end = create_guest_channel(self.world, self.world.rng(f"{self.path}.guest-channel").bytes,
+                                                       self.path, guest, guest_id)
+        self._channels[guest_id] = firmware_end
+        return guest_end
+
+    def guest_name(self, guest_id: int) -> str | None:
+        return self._guests.get(guest_id)
 
     def handle_of(self, device_id: str) -> int | None:
         return next((h for h, d in self.devices.items() if d.device_id == device_id), None)
@@ -277,7 +294,7 @@ class FatTsm:
             return answer
         if decoded.is_request and decoded.kind is FwRequestKind.CONTINUE:
             return (yield from self._continue(caller, frame, decoded))
-        self.core.trace_in(caller, frame)
+        self.core.trace_in(caller, frame, secured_plaintext=self._sealed_content(decoded))
         active = _Active(caller, decoded.command, simpy.Store(self.world.env), simpy.Store(self.world.env))
         self.world.process(self._serve(active, decoded))
         answer, plain = yield active.to_caller.get()
@@ -312,8 +329,17 @@ class FatTsm:
             finally:
                 self._active = None
 
-        out: FwFrame = yield from self.core.run(frame.command.name, active.caller, lambda rec: _stamped(body, rec))
-        active.to_caller.put((out.encode(), None))
+        # a sealed GUEST_CHANNEL frame is served as the GUEST_REQUEST it carries: recorded under that name
+        name = FwCommandId.GUEST_REQUEST.name if frame.command is FwCommandId.GUEST_CHANNEL else frame.command.name
+        out: FwFrame = yield from self.core.run(name, active.caller, lambda rec: _stamped(body, rec))
+        active.to_caller.put((out.encode(), active.answer_plaintext))
+
+    def _sealed_content(self, frame: FwFrame) -> bytes | None:
+        """What a sealed guest frame carries (trace bookkeeping for its carrier; the channel is unchanged)."""
+        if not isinstance(frame.body, GuestChannelMessage):
+            return None
+        end = self._channels.get(frame.body.guest_id)
+        return None if end is None else end.peek(frame.body)
 
     def _execute(self, active: _Active, frame: FwFrame) -> SimGen[FwFrame]:
         if not frame.is_request:
@@ -338,7 +364,8 @@ class FatTsm:
             FwCommandId.TDI_UNBIND: self._tdi_unbind,
             FwCommandId.TDI_REPORT: self._tdi_report,
             FwCommandId.TDI_STATUS: self._tdi_status,
-            FwCommandId.GUEST_REQUEST: self._guest_request,
+            FwCommandId.GUEST_REQUEST: self._plain_guest_request,
+            FwCommandId.GUEST_CHANNEL: self._guest_channel,
         }
 
     # ==============================================================================================
@@ -509,7 +536,7 @@ class FatTsm:
     def _tio_status(self, active: _Active, body: Empty) -> SimGen[FwFrame]:
         yield self.world.timeout(0)
         bound = sum(len(d.tdis) for d in self.devices.values())
-        return response(FwCommandId.TIO_STATUS, body=TioStatusRsp(TioFeature.FAT_TSM, len(self.devices), bound,
+        return response(FwCommandId.TIO_STATUS, body=TioStatusRsp(TioFeature.FAT_TSM | TioFeature.GUEST_CHANNEL, len(self.devices), bound,
                                                                   len(self.core.records)))
 
     def _dev_create(self, active: _Active, body: DevCreate) -> SimGen[FwFrame]:
@@ -657,6 +684,43 @@ class FatTsm:
             raise _CommandFailed(FwStatus.ATTESTATION_FAILED, f"{dev.device_id} does not answer in its session")
         secure = dev.block is not None and dev.device.root_port.stream_state(dev.block).name == "SECURE"
         return response(FwCommandId.TDI_STATUS, body=TdiStatusRsp(state, int(secure)))
+
+    def _plain_guest_request(self, active: _Active, body: GuestRequest) -> SimGen[FwFrame]:
+        yield self.world.timeout(0)
+        raise _CommandFailed(FwStatus.NOT_PERMITTED, "a GUEST_REQUEST is accepted only sealed on the guest's "
+                                                     "channel (GUEST_CHANNEL)")
+
+    def _guest_channel(self, active: _Active, body: GuestChannelMessage) -> SimGen[FwFrame]:
+        """Open a sealed GUEST_REQUEST, serve it for the channel's guest, seal the answer (also a refusal)."""
+        end = self._channels.get(body.guest_id)
+        if end is None:
+            raise _CommandFailed(FwStatus.INVALID_PARAMETER, f"no guest channel {body.guest_id}")
+        yield self.world.delay(self.path, Op.AEAD_PER_KIB, nbytes=len(body.ciphertext))
+        try:
+            inner = end.open(body)
+        except GuestChannelError as exc:
+            raise _CommandFailed(exc.status, str(exc)) from None
+        self.world.exposure.observe_stored(self.path, inner)
+        try:
+            frame = decode_frame(inner)
+        except DecodeError as exc:
+            out = error(FwCommandId.GUEST_REQUEST, FwStatus.INVALID_COMMAND, str(exc))
+        else:
+            if not frame.is_request or frame.kind is not FwRequestKind.NEW \
+                    or not isinstance(frame.body, GuestRequest):
+                out = error(frame.command, FwStatus.INVALID_COMMAND, "the guest channel carries only GUEST_REQUEST")
+            elif frame.body.guest_id != body.guest_id:
+                out = error(FwCommandId.GUEST_REQUEST, FwStatus.NOT_PERMITTED,
+                            f"guest {body.guest_id}'s channel carries a request of guest {frame.body.guest_id}")
+            else:
+                try:
+                    out = yield from self._guest_request(active, frame.body)
+                except _CommandFailed as exc:
+                    out = error(FwCommandId.GUEST_REQUEST, exc.status, str(exc))
+        plain = out.encode()
+        yield self.world.delay(self.path, Op.AEAD_PER_KIB, nbytes=len(plain))
+        active.answer_plaintext = plain
+        return response(FwCommandId.GUEST_CHANNEL, FwStatus.SUCCESS, end.seal(plain))
 
     def _guest_request(self, active: _Active, body: GuestRequest) -> SimGen[FwFrame]:
         dev = self._connected(body.dev_handle)

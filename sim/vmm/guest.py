@@ -12,7 +12,9 @@ What the guest does depends on the trust model (``trust-design.md``):
   the guest only receives evidence: GUEST_REQUEST TDI_INFO returns the report and SHA-384 digests of
   certificates, measurements and report; the guest checks the blobs against the digests and its
   policy (trusted roots, expected measurements, expected report fields), then asks the firmware to
-  START the interface (GUEST_REQUEST STATE_CHANGE).
+  START the interface (GUEST_REQUEST STATE_CHANGE). Every GUEST_REQUEST and its answer travel sealed
+  on the guest channel the firmware created at launch (``sim.firmware.guest_channel``): the VMM
+  relays ciphertext, and an answer that does not open is a failure, never evidence.
 
 Accepting a TDI moves it to RUN; the guest then does MMIO to the device and has the device DMA into
 its memory, through the real Root Port and link (the bytes on the link are IDE ciphertext when the
@@ -55,13 +57,16 @@ from sim.engine.timing import ComponentClass, Op
 from sim.engine.trace import Channel
 from sim.engine.world import World
 from sim.firmware.commands import (
+    FwCommandId,
     FwFrame,
     FwStatus,
+    GuestChannelMessage,
     GuestRequest,
     GuestRequestType,
     GuestStateRsp,
     TdiInfo,
     decode_frame,
+    error,
     request,
 )
 from sim.firmware.core import peek_secured_record, trace_phase
@@ -212,12 +217,13 @@ class Guest:
             else None
         if isinstance(launched, GuestChannelEnd):
             self.channel = launched
+            self.guest_id = launched.guest_id
         elif isinstance(launched, int):
             self.guest_id = launched
         if self.model is GuestModel.THIN_GUEST and self.channel is None:
             raise ValueError(f"{name}: thin-guest needs a firmware key-slot service with a guest channel")
-        if self.model is GuestModel.FAT and self.guest_id is None:
-            raise ValueError(f"{name}: fat needs a fat TSM firmware")
+        if self.model is GuestModel.FAT and self.channel is None:
+            raise ValueError(f"{name}: fat needs a fat TSM firmware with a guest channel")
 
     # ==============================================================================================
     # bookkeeping
@@ -417,18 +423,38 @@ class Guest:
     # fat: the guest receives the firmware's evidence
     # ==============================================================================================
 
-    def _guest_request(self, device: str, function: int, kind: GuestRequestType) -> SimGen[FwFrame]:
+    def guest_request(self, device: str, function: int, kind: GuestRequestType) -> SimGen[FwFrame]:
+        """One GUEST_REQUEST, sealed on the guest channel and relayed by the VMM; the opened answer, or
+        an error frame when the answer does not open (altered, replayed, forged) or does not decode."""
+        assert self.channel is not None
         handle = self.firmware.handle_of(device) if hasattr(self.firmware, "handle_of") else None
         frame = request(GuestRequest(self.guest_id or 0, handle or 0, function, kind)).encode()
         yield self.world.delay(self.name, Op.FW_COMMAND_DISPATCH)
-        answer = yield from self.vmm.relay_guest_request(self.name, device, frame)
-        return decode_frame(answer)
+        channel = self.channel
+
+        def peek(answer: bytes) -> bytes | None:
+            try:
+                body = decode_frame(answer).body
+            except DecodeError:
+                return None
+            return channel.peek(body) if isinstance(body, GuestChannelMessage) else None
+
+        def relay(sealed: bytes, plain: bytes | None) -> SimGen[tuple[bytes, bytes | None]]:
+            answer = yield from self.vmm.relay_guest_request(self.name, device, sealed, secured_plaintext=plain,
+                                                             response_plaintext=peek)
+            return answer, None
+
+        inner = yield from GuestChannelSender(self.world, self.name, channel, relay)(frame)
+        try:
+            return decode_frame(inner)
+        except DecodeError as exc:
+            return error(FwCommandId.GUEST_REQUEST, FwStatus.INVALID_COMMAND, f"answer: {exc}")
 
     def accept_fat(self, device: str, function: int = 0) -> SimGen[bool]:
         """TDI_INFO -> verify the evidence against the policy -> STATE_CHANGE (START) -> RUN."""
         rec = self.tdi(device, function)
         rec.secure_started_ns = self.world.now
-        info = yield from self._guest_request(device, function, GuestRequestType.TDI_INFO)
+        info = yield from self.guest_request(device, function, GuestRequestType.TDI_INFO)
         if info.status is not FwStatus.SUCCESS or not isinstance(info.body, TdiInfo):
             status = info.status.name if info.status else "?"
             return self._failed(rec, f"TDI_INFO: {status}", f"firmware-{status.lower().replace('_', '-')}")
@@ -439,7 +465,7 @@ class Guest:
         if problems:
             findings = self.evidence_findings(body)
             return self._failed(rec, "; ".join(problems), findings[0][0] if findings else "evidence-rejected")
-        started = yield from self._guest_request(device, function, GuestRequestType.STATE_CHANGE)
+        started = yield from self.guest_request(device, function, GuestRequestType.STATE_CHANGE)
         if started.status is not FwStatus.SUCCESS or not isinstance(started.body, GuestStateRsp) \
                 or started.body.state is not TdiState.RUN:
             status = started.status.name if started.status else "?"
@@ -504,7 +530,7 @@ class Guest:
     def _read_state(self, device: str, function: int) -> SimGen[TdiState | None]:
         state: TdiState | None = None
         if self.model is GuestModel.FAT:
-            got = yield from self._guest_request(device, function, GuestRequestType.TDI_STATE)
+            got = yield from self.guest_request(device, function, GuestRequestType.TDI_STATE)
             if got.status is FwStatus.SUCCESS and isinstance(got.body, GuestStateRsp):
                 state = got.body.state
         else:

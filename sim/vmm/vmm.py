@@ -13,7 +13,10 @@ the guest (TRUST_MODELS.md §5-6; the TDISP spec: the "TSM is permitted to use a
 * thin-vmm: there is no firmware service, so the guest hands its IDE keys *in the clear* to the VMM,
   which writes the Root Port key slots itself (principal ``"vmm"``) — the VMM sees the keys and joins
   the guest's TCB, the trade-off Lukas Wunner names in the 2023 thread;
-* fat: GUEST_REQUEST frames to the host's fat-TSM driver, which runs the SPDM_REQUEST loop.
+* fat: the guest's GUEST_REQUESTs, sealed in GUEST_CHANNEL frames under the guest's channel key
+  (:mod:`sim.firmware.guest_channel`), to the host's fat-TSM driver, which runs the SPDM_REQUEST
+  loop; the hops are traced with the sealed content as ``secured_plaintext`` (ciphertext to VMM
+  and host), and the answers come back sealed.
 
 The VMM also tells a guest when the host reports a reset (DPC, hot reset, D3cold, FLR) of a device
 assigned to it, so the guest can re-run its flow (thin) or re-accept (fat), and (fat) when the TSM
@@ -239,21 +242,32 @@ class Vmm:
 
     # -- fat: guest requests to the TSM ---------------------------------------------------------------
 
-    def relay_guest_request(self, guest: str, device: str, frame: bytes) -> SimGen[bytes]:
-        """Carry a GUEST_REQUEST frame about ``device`` guest -> VMM -> host's TSM driver -> firmware,
-        and the answer back."""
+    def relay_guest_request(self, guest: str, device: str, frame: bytes, *, secured_plaintext: bytes | None = None,
+                            response_plaintext: Callable[[bytes], bytes | None] | None = None) -> SimGen[bytes]:
+        """Carry a guest's (sealed) GUEST_CHANNEL frame about ``device`` guest -> VMM -> host's TSM driver
+        -> firmware, and the answer back.
+
+        ``secured_plaintext`` / ``response_plaintext`` are the guest's bookkeeping (the sealed request's
+        content, and a function that finds the sealed answer's); the VMM never reads them, they only
+        label the trace hops for the exposure tracker.
+        """
         self._check(guest, device)
         target = self.firmware
         if not hasattr(target, "issue"):
             raise RelayRefused("this platform's firmware is not a fat TSM")
-        self.world.trace.emit(guest, self.path, Channel.FIRMWARE, frame, summarize_frame(frame))
+        self.world.trace.emit(guest, self.path, Channel.FIRMWARE, frame, summarize_frame(frame),
+                              secured_plaintext=secured_plaintext)
         yield self._vm_exit(guest)
         yield self.world.delay(self.path, Op.FW_COMMAND_DISPATCH)  # KVM -> host TSM driver
-        self.world.trace.emit(self.path, "host", Channel.FIRMWARE, frame, summarize_frame(frame))
+        self.world.trace.emit(self.path, "host", Channel.FIRMWARE, frame, summarize_frame(frame),
+                              secured_plaintext=secured_plaintext)
         self.relayed_firmware += 1
         answer = yield from target.issue(frame, caller="host")  # type: ignore[union-attr]
-        self.world.trace.emit("host", self.path, Channel.FIRMWARE, answer, summarize_frame(answer))
-        self.world.trace.emit(self.path, guest, Channel.FIRMWARE, answer, summarize_frame(answer))
+        plain = response_plaintext(answer) if response_plaintext is not None else None
+        self.world.trace.emit("host", self.path, Channel.FIRMWARE, answer, summarize_frame(answer),
+                              secured_plaintext=plain)
+        self.world.trace.emit(self.path, guest, Channel.FIRMWARE, answer, summarize_frame(answer),
+                              secured_plaintext=plain)
         return answer
 
     # -- stream registers (not secret: the host programs them for the guest, via VFIO) ---------------

@@ -1,9 +1,11 @@
 """The measured trusted base of each trust model, pinned for the shipped passthrough scenario.
 
 A change that lets one more (component, strategy) pair break a property without detection fails here,
-naming the pair; so does one that closes a gap (update the pin on purpose). Known gaps the pins hold
-on purpose: fat GUEST_REQUEST frames travel unsealed (vmm/substitute-measurements breaks authenticity in
-fat). A forged clear write from a second device lands only in memory that is not a confidential guest's:
+naming the pair; so does one that closes a gap (update the pin on purpose). Fat GUEST_REQUESTs and
+their answers travel sealed on the guest channel (AES-256-GCM under the per-guest key the TSM creates
+at launch), so the VMM that carries them is out of fat's authenticity base: rewriting the sealed
+TDI_INFO (vmm/substitute-measurements) makes the guest's open fail, which is detected. The fat TSM
+itself, which seals the evidence, stays in it. A forged clear write from a second device lands only in memory that is not a confidential guest's:
 the Root Port admits only T=1 requests from a Secure stream into TEE memory, so second-device/modify
 breaks integrity only in thin-host, where the device is the host's and its DMA goes to host memory.
 """
@@ -29,8 +31,7 @@ FORGED_WRITE = ["second-device/modify"]
 
 PASSTHROUGH_PINS: dict[str, dict[str, list[str]]] = {
     "fat": {
-        "authenticity": DSM_LIES + ["fat-tsm/lie-in-report", "fat-tsm/substitute-measurements",
-                                    "vmm/substitute-measurements"],
+        "authenticity": DSM_LIES + ["fat-tsm/lie-in-report", "fat-tsm/substitute-measurements"],
         "confidentiality": DSM_ALL + ["fat-tsm/lie-in-report", "fat-tsm/program-known-keys", "fat-tsm/record",
                                       "fat-tsm/substitute-measurements"],
     },

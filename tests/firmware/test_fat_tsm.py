@@ -17,6 +17,7 @@ from sim.firmware.commands import (
     FwFrame,
     FwRequestKind,
     FwStatus,
+    GuestChannelMessage,
     GuestRequest,
     GuestRequestType,
     ProgramKey,
@@ -166,12 +167,17 @@ def test_guest_request_for_someone_elses_tdi_is_refused() -> None:
 
     def flow() -> SimGen[FwFrame]:
         yield from connect_bind_accept(b)
-        frame = request(GuestRequest(intruder.guest_id or 0, fw(b).handle_of("dev0") or 0, 0,
+        assert intruder.channel is not None
+        inner = request(GuestRequest(intruder.guest_id or 0, fw(b).handle_of("dev0") or 0, 0,
                                      GuestRequestType.TDI_INFO))
-        return (yield from fw(b).host_call(frame.body))
+        sealed = yield from fw(b).issue(request(intruder.channel.seal(inner.encode())).encode())
+        outer = decode_frame(sealed)
+        assert outer.status is FwStatus.SUCCESS and isinstance(outer.body, GuestChannelMessage)
+        return decode_frame(intruder.channel.open(outer.body))
 
     answer = b.run(flow())
-    assert answer.status is FwStatus.NOT_PERMITTED
+    assert answer.command is FwCommandId.GUEST_REQUEST and answer.status is FwStatus.NOT_PERMITTED
+    assert b"not bound to guest" in answer.body.encode()
 
 
 def test_protocol_errors_are_answered_not_raised() -> None:

@@ -22,7 +22,6 @@ from sim.firmware.commands import (
     FwFrame,
     FwRequestKind,
     FwStatus,
-    GuestRequest,
     GuestRequestType,
     RollKey,
     RollKeyRsp,
@@ -250,8 +249,7 @@ def test_without_a_reconnect_the_firmware_keeps_a_stale_connection() -> None:
     b, _ = reset_after_accept("none", "dpc")
 
     def ask(kind: GuestRequestType) -> SimGen[FwFrame]:
-        frame = request(GuestRequest(b.guest.guest_id or 0, fw(b).handle_of("dev0") or 0, 0, kind))
-        return (yield from fw(b).host_call(frame.body))
+        return (yield from b.guest.guest_request("dev0", 0, kind))   # sealed on the guest's channel
 
     # nobody told the firmware: it still answers TDI_INFO from what it read before the reset, but
     # its session is gone, so anything that needs the device fails
