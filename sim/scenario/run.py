@@ -90,7 +90,6 @@ class ModelRun:
         if scenario.guests:
             for rp in self.platform.root_ports.values():
                 rp.protect_tee_memory(GUEST_DMA_BASE, TEE_MEMORY_SIZE)
-        self.host.policy = dataclasses.replace(self.host.policy, parallel_boot=True)
         self.watch = Watch(self.world, self.platform)
         self.boot_ns: int | None = None
         self.end_ns = 0

@@ -125,6 +125,7 @@ def build_actors(world: World, platform: Platform, wiring: Wiring, host_verifica
         verification=host_verification,
         host_owned=host_owned,
         reauth_on_recovery=wiring.host_reauth_on_recovery,
+        parallel_boot=True,  # the kernel probes devices asynchronously; the fat firmware still serialises
     )
     host = HostKernel(world, platform, host_policy)
     if wiring.firmware is Firmware.FAT_TSM:
