@@ -279,9 +279,9 @@ class Witness:
             original(device, offset, data, function=function, bar=bar)
         return mmio_write
 
-    def _evidence_hook(self, guest: str, original: Callable[[Any], list[str]]) -> Callable[[Any], list[str]]:
-        def evidence_problems(info: Any) -> list[str]:
-            problems = original(info)
+    def _evidence_hook(self, guest: str, original: Callable[..., list[str]]) -> Callable[..., list[str]]:
+        def evidence_problems(info: Any, *args: Any, **kwargs: Any) -> list[str]:
+            problems = original(info, *args, **kwargs)
             if not problems:
                 self._fat_evidence.setdefault(guest, []).append((self.run.world.now, (info, self._fat_sessions())))
             return problems

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from sim.crypto.identity import load_certificates
-from sim.protocols.spdm.policy import ANY, VerificationPolicy
+from sim.protocols.spdm.policy import VerificationPolicy
 from sim.protocols.spdm.profile import make_profile
 from sim.scenario import schema as S
 from sim.scenario.platform import DeviceSpec, MmioRangeSpec, Platform, PlatformSpec, RootPortSpec, TdiSpec
@@ -55,21 +55,16 @@ def expected_firmware_digest(scenario: S.Scenario, device: str, version: str) ->
 
 
 def verification_policy(scenario: S.Scenario, platform: Platform, policy: S.GuestPolicy,
-                        devices: list[str]) -> VerificationPolicy:
-    """A guest's verification policy; measurement references are per device (one device per guest
-    policy is what the requester supports, so references apply when they agree across devices)."""
-    expected: dict[int, Any] = {}
-    for dev in devices:
-        ref = policy.expected_measurements.get(dev)
-        if ref is None:
-            continue
+                        device: str | None) -> VerificationPolicy:
+    """A guest's verification policy for one device: its trusted roots and that device's reference
+    measurements (the firmware digest derived from the expected version, and explicit digests)."""
+    expected: dict[int, bytes] = {}
+    ref = policy.expected_measurements.get(device) if device is not None else None
+    if ref is not None:
         if ref.firmware is not None:
-            expected[2] = expected_firmware_digest(scenario, dev, ref.firmware)
+            expected[2] = expected_firmware_digest(scenario, device, ref.firmware)
         for index, value in ref.digests.items():
             expected[index] = bytes.fromhex(value)
-    if len({d for d in devices if d in policy.expected_measurements}) > 1:
-        expected = {i: ANY for i in expected}  # different devices, different references: the guest
-        # checks them per device through the firmware evidence; the requester policy stays permissive
     return VerificationPolicy(trusted_roots=_roots(platform, policy.trusted_roots), expected_measurements=expected,
                               require_signed_measurements=policy.require_signed_measurements)
 
@@ -89,8 +84,9 @@ def guest_policy(scenario: S.Scenario, platform: Platform, guest: S.Guest) -> Gu
                 info_clear |= flag
         if rep.mmio is not None:
             ranges = len(rep.mmio)
-    return GuestPolicy(verification_policy(scenario, platform, guest.policy, guest.devices),
-                       ReportExpectation(info_set=info_set, info_clear=info_clear, mmio_ranges=ranges))
+    return GuestPolicy(verification_policy(scenario, platform, guest.policy, None),
+                       ReportExpectation(info_set=info_set, info_clear=info_clear, mmio_ranges=ranges),
+                       per_device={d: verification_policy(scenario, platform, guest.policy, d) for d in guest.devices})
 
 
 def host_policy(scenario: S.Scenario, platform: Platform) -> VerificationPolicy:

@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from sim.crypto.algorithms import BaseHashAlgo
@@ -139,6 +139,11 @@ class GuestPolicy:
     verification: VerificationPolicy = VerificationPolicy()
     report: ReportExpectation = ReportExpectation()
     requester: RequesterConfig = RequesterConfig()
+    # per device id, a policy of its own (its reference measurements); others use ``verification``
+    per_device: Mapping[str, VerificationPolicy] = dataclasses.field(default_factory=dict)
+
+    def verification_for(self, device: str | None) -> VerificationPolicy:
+        return self.per_device.get(device, self.verification) if device is not None else self.verification
 
 
 @dataclasses.dataclass
@@ -284,7 +289,7 @@ class Guest:
             yield from self._release_streams(device)
         self._attempts += 1
         env = self.world.protocol_env(self.name, self._rng.child(f"{device}:{self._attempts}"))
-        owned = self._owned[device] = _Owned(SpdmRequester(self.policy.requester, self.policy.verification, env),
+        owned = self._owned[device] = _Owned(SpdmRequester(self.policy.requester, self.policy.verification_for(device), env),
                                              env)
         transport = self._transport(device, owned)
         result = yield from drive(self.world, self.name, env.meter,
@@ -461,9 +466,9 @@ class Guest:
         body = info.body
         nbytes = len(body.certificates) + len(body.measurements) + len(body.report)
         yield self.world.delay(self.name, Op.HASH_PER_KIB, nbytes=nbytes)
-        problems = self.evidence_problems(body)
+        problems = self.evidence_problems(body, device)
         if problems:
-            findings = self.evidence_findings(body)
+            findings = self.evidence_findings(body, device)
             return self._failed(rec, "; ".join(problems), findings[0][0] if findings else "evidence-rejected")
         started = yield from self.guest_request(device, function, GuestRequestType.STATE_CHANGE)
         if started.status is not FwStatus.SUCCESS or not isinstance(started.body, GuestStateRsp) \
@@ -472,11 +477,11 @@ class Guest:
             return self._failed(rec, f"START: {status}", "start-refused")
         return self._accepted(rec)
 
-    def evidence_problems(self, info: TdiInfo) -> list[str]:
-        """Why the firmware's evidence does not satisfy this guest's policy ([] when it does)."""
-        return [text for _, text in self.evidence_findings(info)]
+    def evidence_problems(self, info: TdiInfo, device: str | None = None) -> list[str]:
+        """Why the firmware's evidence does not satisfy this guest's policy for ``device`` ([] when it does)."""
+        return [text for _, text in self.evidence_findings(info, device)]
 
-    def evidence_findings(self, info: TdiInfo) -> list[tuple[str, str]]:
+    def evidence_findings(self, info: TdiInfo, device: str | None = None) -> list[tuple[str, str]]:
         """(stable reason, words) for every way the evidence fails the policy; reasons are the requester's
         ``FailureReason`` values where one fits (digest-mismatch, untrusted-root, cert-chain-invalid,
         malformed-response, measurement-mismatch) and "report-rejected" for the interface report."""
@@ -486,7 +491,7 @@ class Guest:
                                  ("report", info.report, info.report_digest)):
             if digest(BaseHashAlgo.SHA_384, blob) != want:
                 out.append((str(FailureReason.DIGEST_MISMATCH), f"{what} do not match their SHA-384 digest"))
-        verification = self.policy.verification
+        verification = self.policy.verification_for(device)
         chain_ok = False
         for algo in (BaseHashAlgo.SHA_384, BaseHashAlgo.SHA_256):
             result = verify_spdm_cert_chain(algo, info.certificates, verification.trusted_roots,

@@ -130,3 +130,37 @@ def test_guest_dma_is_not_sent_in_the_clear_after_the_keys_are_gone() -> None:
     sample = bytes.fromhex(dma["sample"])[:16]
     assert not any(sample in e.data for e in run.memory.events if e.channel is Channel.TLP)
     assert any("T=1 request without a Secure IDE stream" in e.summary for e in run.memory.events)
+
+
+def test_each_assigned_device_is_judged_against_its_own_reference() -> None:
+    """A guest with two devices pins a different firmware for each: both pass, and a swap fails on that device."""
+    from sim.scenario.loader import load_scenario_text
+
+    text = """\
+name: two-devices-two-references
+seed: 8
+models: [thin-guest, fat]
+platform:
+  root_ports: [{id: rp0}, {id: rp1}]
+  devices:
+    - {id: a, port: rp0, identity: {ca: vendor}, measurements: {firmware: "1.0.0"}, owner: tvm0, tdis: [{id: t0}]}
+    - {id: b, port: rp1, identity: {ca: vendor}, measurements: {firmware: "2.0.0"}, owner: tvm0, tdis: [{id: t0}]}
+guests:
+  - id: tvm0
+    devices: [a, b]
+    policy:
+      trusted_roots: [{ca: vendor}]
+      expected_measurements: {a: {firmware: "1.0.0"}, b: {firmware: "WANT"}}
+"""
+    for want, b_state in (("2.0.0", "RUN"), ("1.0.0", "CONFIG_UNLOCKED")):
+        scenario = load_scenario_text(text.replace("WANT", want), "two.yaml")
+        for model in scenario.models:
+            result = ModelRun(scenario, model).run()
+            devices = result["devices"]
+            assert devices["a"]["tdis"]["t0"] == "RUN", (want, model)
+            assert devices["b"]["tdis"]["t0"] in ({b_state} if b_state == "RUN" else {"CONFIG_UNLOCKED",
+                                                                                        "CONFIG_LOCKED"}), (want, model)
+            if b_state != "RUN":
+                verdict = devices["b"]["attestation"]["guest"]
+                reason = str(verdict["reason"])
+                assert not verdict["ok"] and ("measurement" in reason or "index 2 is" in reason), (model, verdict)
