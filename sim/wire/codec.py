@@ -16,6 +16,7 @@ and the byte offset.
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import enum
 from collections.abc import Callable, Iterator, Sequence
@@ -96,7 +97,7 @@ def resolve(ref: SizeRef, values: dict[str, Any], ctx: Any, what: str) -> int:
 # --------------------------------------------------------------------------------------------
 
 
-class Spec:
+class Spec(abc.ABC):
     """One field on the wire."""
 
     name: str = ""
@@ -106,11 +107,13 @@ class Spec:
     def present(self, values: dict[str, Any], ctx: Any) -> bool:
         return self.when is None or bool(self.when(values, ctx))
 
+    @abc.abstractmethod
     def encode(self, values: dict[str, Any], ctx: Any, out: bytearray) -> None:
-        raise NotImplementedError
+        """Append this field's bytes to ``out``."""
 
+    @abc.abstractmethod
     def decode(self, r: Reader, values: dict[str, Any], ctx: Any) -> None:
-        raise NotImplementedError
+        """Read this field from ``r`` into ``values``."""
 
 
 class UInt(Spec):
