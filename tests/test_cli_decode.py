@@ -67,3 +67,13 @@ def test_python_dash_m_entry_point() -> None:
                           cwd=ROOT, check=False)
     assert proc.returncode == 0, proc.stderr
     assert "GET_VERSION" in proc.stdout
+
+
+def test_decodes_an_ide_tlp_as_the_trace_records_it(capsys: pytest.CaptureFixture[str]) -> None:
+    """trace.jsonl carries link TLPs as hex: decode --as tlp shows the IDE prefix and the header."""
+    payload = "00" * 256 + "11" * 12  # 64 DW of ciphertext and the 96-bit MAC
+    code, out, _ = run(capsys, "decode", "--as", "tlp", "9200010540000040010000ff10000000" + payload)
+    assert code == 0
+    assert "IDE stream=1" in out and "prefix.tee = 1" in out and "header.address = 268435456 (0x10000000)" in out
+    code, out, _ = run(capsys, "decode", "--as", "tlp", "40 00 00 01")
+    assert code == 1 and "at byte 4" in out

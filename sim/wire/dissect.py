@@ -26,8 +26,9 @@ from sim.wire.pcisig import decode_pcisig_payload, is_pcisig_envelope
 from sim.wire.secured import SecuredRecord
 from sim.wire.spdm.common import SpdmContext, SpdmMessage, SpdmVersion, decode_spdm
 from sim.wire.tdisp import decode_tdisp
+from sim.wire.tlp import decode_tlp
 
-KINDS = ("auto", "doe", "spdm", "secured", "ide_km", "tdisp", "discovery-request", "discovery-response")
+KINDS = ("auto", "doe", "spdm", "secured", "ide_km", "tdisp", "tlp", "discovery-request", "discovery-response")
 
 _HASHES = {"sha256": BaseHashAlgo.SHA_256, "sha384": BaseHashAlgo.SHA_384, "sha512": BaseHashAlgo.SHA_512}
 _ASYMS = {
@@ -180,6 +181,9 @@ def dissect(data: bytes, kind: str = "auto", *, hash_name: str = "sha384", asym_
     if kind == "tdisp":
         msg = decode_tdisp(data)
         return Layer(_title(msg), _fields(msg))
+    if kind == "tlp":  # as trace.jsonl records link traffic: a plain TLP, or an IDE TLP (prefix 0x92)
+        tlp = decode_tlp(data)
+        return Layer(_title(tlp), _fields(tlp))
     if kind == "discovery-request":
         req = DoeDiscoveryRequest.decode(data)
         return Layer(_title(req), _fields(req))
