@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from sim.devices.config_space import BarKind, Command, PowerState
-from sim.wire.ide_km import Direction, KeySet, KpAckStatus, SubStream
+from sim.protocols.ide_km import IdeKeySlots
 
 
 class ConfigChange(enum.StrEnum):
@@ -76,19 +76,6 @@ class IdePortInfo:
     bus: int
     segment: int
     register_dws: tuple[int, ...]  # IDE Capability, Control, link blocks, selective blocks
-
-
-class IdeKeySlots(Protocol):
-    """The device IDE engine as IDE_KM drives it (KEY_PROG, K_SET_GO, K_SET_STOP)."""
-
-    def program(self, port_index: int, stream_id: int, key_set: KeySet, direction: Direction,
-                sub_stream: SubStream, key: bytes, ifv: bytes) -> KpAckStatus: ...
-
-    def set_go(self, port_index: int, stream_id: int, key_set: KeySet, direction: Direction,
-               sub_stream: SubStream) -> bool: ...
-
-    def set_stop(self, port_index: int, stream_id: int, key_set: KeySet, direction: Direction,
-                 sub_stream: SubStream) -> bool: ...
 
 
 class DsmHardware(Protocol):
