@@ -308,7 +308,7 @@ class Identity:
     def public_key(self) -> SigningPublicKey:
         return self.private_key.public_key()
 
-    @property
+    @functools.cached_property
     def certificates_der(self) -> tuple[bytes, ...]:
         return tuple(c.public_bytes(serialization.Encoding.DER) for c in self.certificates)
 
@@ -591,8 +591,7 @@ def verify_chain(
 
     # 1. trust anchor
     first = chain[0]
-    first_der = first.public_bytes(serialization.Encoding.DER)
-    if not any(r.public_bytes(serialization.Encoding.DER) == first_der for r in roots):
+    if first not in roots:  # certificates compare by their DER encoding
         candidates = [r for r in roots if r.subject == first.issuer]
         if not candidates:
             return _fail(ChainStatus.UNTRUSTED_ROOT, f"no trusted root for issuer {first.issuer.rfc4514_string()}", 0)

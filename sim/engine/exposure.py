@@ -147,7 +147,7 @@ class ExposureTracker:
         if not self._secrets:
             return
         parties = (event.source, event.destination, *event.observers)
-        if event.data:
+        if len(event.data) >= MIN_SCAN_LENGTH:  # shorter data (a config DW) cannot hold a tracked secret
             self.observe_payload(parties, event.data)
         if event.secured_plaintext:
             self.observe_secured(parties, event.secured_plaintext)

@@ -23,6 +23,7 @@ from typing import BinaryIO, TextIO
 from sim.wire.codec import DecodeError
 
 Clock = Callable[[], int]
+_json_str: Callable[[str], str] = json.encoder.encode_basestring_ascii  # what json.dumps(ensure_ascii=True) quotes with
 Sink = Callable[["TraceEvent"], None]
 
 
@@ -58,6 +59,7 @@ class TraceEvent:
     summary: str = ""
     observers: tuple[str, ...] = ()
     secured_plaintext: bytes | None = None
+    _line: str | None = dataclasses.field(default=None, init=False, repr=False, compare=False)
 
     def to_json(self) -> dict[str, object]:
         out: dict[str, object] = {
@@ -75,8 +77,22 @@ class TraceEvent:
         return out
 
     def json_line(self) -> str:
-        """Canonical form: sorted keys, no spaces, hex bytes; what the digest is computed over."""
-        return json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+        """Canonical form: sorted keys, no spaces, hex bytes, ASCII; what the digest is computed over.
+
+        Exactly ``json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"), ensure_ascii=True)``,
+        written out key by key, and once per event, because a run emits one line per config-space DW access.
+        """
+        if self._line is None:
+            object.__setattr__(self, "_line", self._render_line())
+        assert self._line is not None
+        return self._line
+
+    def _render_line(self) -> str:
+        observers = (',"observers":[' + ",".join(map(_json_str, self.observers)) + "]") if self.observers else ""
+        secured = ',"secured":true' if self.secured_plaintext is not None else ""
+        return (f'{{"channel":{_json_str(self.channel.value)},"data":"{self.data.hex()}",'
+                f'"from":{_json_str(self.source)}{observers}{secured},"summary":{_json_str(self.summary)},'
+                f'"t":{int(self.time_ns)},"to":{_json_str(self.destination)}}}')
 
 
 class TraceBus:
@@ -100,8 +116,11 @@ class TraceBus:
 
     def emit(self, source: str, destination: str, channel: Channel, data: bytes = b"", summary: str = "", *,
              observers: Iterable[str] = (), secured_plaintext: bytes | None = None) -> TraceEvent:
-        event = TraceEvent(int(self._clock()), source, destination, Channel(channel), bytes(data), summary,
-                           tuple(observers), None if secured_plaintext is None else bytes(secured_plaintext))
+        event = TraceEvent(int(self._clock()), source, destination,
+                           channel if type(channel) is Channel else Channel(channel),
+                           data if type(data) is bytes else bytes(data), summary,
+                           observers if type(observers) is tuple else tuple(observers),
+                           None if secured_plaintext is None else bytes(secured_plaintext))
         self._hash.update(event.json_line().encode("ascii") + b"\n")
         self.count += 1
         for sink in tuple(self._sinks):

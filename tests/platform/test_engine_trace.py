@@ -19,6 +19,7 @@ from sim.engine.trace import (
     MemorySink,
     PcapSink,
     TraceBus,
+    TraceEvent,
     digest_of,
     parse_pcap,
 )
@@ -54,6 +55,22 @@ def test_json_lines_are_canonical_and_digest_matches() -> None:
     assert world.trace.digest() == digest_of(mem.events)
     import hashlib
     assert world.trace.digest() == hashlib.sha256(text.getvalue().encode()).hexdigest()
+
+
+_TEXT = st.text(st.characters(codec="utf-8"), max_size=24)
+
+
+@settings(max_examples=300)
+@given(t=st.integers(0, 2**63), source=_TEXT, destination=_TEXT, channel=st.sampled_from(list(Channel)),
+       data=st.binary(max_size=40), summary=_TEXT, observers=st.lists(_TEXT, max_size=3),
+       secured=st.none() | st.binary(max_size=8))
+def test_json_line_is_the_canonical_json_dumps(t: int, source: str, destination: str, channel: Channel, data: bytes,
+                                               summary: str, observers: list[str], secured: bytes | None) -> None:
+    """The hand-written line must be byte for byte what json.dumps gives: trace digests are pinned on it."""
+    event = TraceEvent(t, source, destination, channel, data, summary, tuple(observers), secured)
+    reference = json.dumps(event.to_json(), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    assert event.json_line() == reference
+    assert json.loads(event.json_line()) == event.to_json()
 
 
 def test_secured_plaintext_is_not_written_but_flagged() -> None:

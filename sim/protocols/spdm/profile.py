@@ -84,6 +84,10 @@ class MeasuredItem:
     ``raw_only`` items are always reported as their raw bit stream (device mode, version string);
     the others as a digest under the negotiated MeasurementHashAlgo unless the requester asks for
     raw bit streams (1.2+). ``tcb`` items make up the TCB measurement summary hash.
+
+    A device measures a component once, when it loads, and reports the stored digest afterwards:
+    the digest under each algorithm is computed on first use and kept (the item is immutable; a
+    firmware update replaces it). ``on_hash`` hears the bytes hashed when that happens.
     """
 
     index: int
@@ -91,12 +95,19 @@ class MeasuredItem:
     content: bytes
     raw_only: bool = False
     tcb: bool = False
+    _digests: dict[MeasurementHashAlgo, bytes] = dataclasses.field(
+        default_factory=dict, init=False, repr=False, compare=False)
 
-    def block(self, hash_algo: MeasurementHashAlgo, *, raw: bool) -> MeasurementBlock:
+    def block(self, hash_algo: MeasurementHashAlgo, *, raw: bool,
+              on_hash: Callable[[int], object] | None = None) -> MeasurementBlock:
         """The DMTF measurement block of this item, as a digest or as the raw bit stream."""
         if self.raw_only or raw or hash_algo == MeasurementHashAlgo.RAW_BIT_STREAM_ONLY:
             return MeasurementBlock.dmtf(self.index, self.value_type, self.content, raw_bit_stream=True)
-        value = digest(measurement_base_hash(hash_algo), self.content)
+        value = self._digests.get(hash_algo)
+        if value is None:
+            value = self._digests[hash_algo] = digest(measurement_base_hash(hash_algo), self.content)
+            if on_hash is not None:
+                on_hash(len(self.content))
         return MeasurementBlock.dmtf(self.index, self.value_type, value)
 
 
@@ -153,13 +164,15 @@ class DeviceMeasurements:
     def item(self, index: int, version: int) -> MeasuredItem | None:
         return next((it for it in self.items(version) if it.index == index), None)
 
-    def blocks(self, version: int, hash_algo: MeasurementHashAlgo, *, raw: bool = False) -> list[MeasurementBlock]:
-        return [it.block(hash_algo, raw=raw) for it in self.items(version)]
+    def blocks(self, version: int, hash_algo: MeasurementHashAlgo, *, raw: bool = False,
+               on_hash: Callable[[int], object] | None = None) -> list[MeasurementBlock]:
+        return [it.block(hash_algo, raw=raw, on_hash=on_hash) for it in self.items(version)]
 
-    def summary_blocks(self, version: int, hash_algo: MeasurementHashAlgo, *, tcb_only: bool) -> bytes:
+    def summary_blocks(self, version: int, hash_algo: MeasurementHashAlgo, *, tcb_only: bool,
+                       on_hash: Callable[[int], object] | None = None) -> bytes:
         """The concatenated blocks (headers included) a MeasurementSummaryHash covers (§2.9)."""
         items = [it for it in self.items(version) if it.tcb or not tcb_only]
-        return b"".join(it.block(hash_algo, raw=False).encode() for it in items)
+        return b"".join(it.block(hash_algo, raw=False, on_hash=on_hash).encode() for it in items)
 
 
 @dataclasses.dataclass(frozen=True)

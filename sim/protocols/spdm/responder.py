@@ -708,11 +708,9 @@ class SpdmResponder:
         n = self.negotiated
         if not self.profile.measures or not n.measurement_hash:
             raise _RequestError(ErrorCode.INVALID_REQUEST)
-        for item in self.profile.measurements.items(n.version):
-            if not item.raw_only:
-                self.env.meter.hash(len(item.content))
         blocks = self.profile.measurements.summary_blocks(n.version, n.measurement_hash,
-                                                          tcb_only=hash_type is MeasurementSummaryHashType.TCB)
+                                                          tcb_only=hash_type is MeasurementSummaryHashType.TCB,
+                                                          on_hash=self.env.meter.hash)
         return self._hash(blocks)
 
     def _reset_log(self, slot: _SessionSlot | None) -> None:
@@ -900,15 +898,12 @@ class SpdmResponder:
             blocks = []
             total = len(store.items(n.version))
         elif op == MeasurementOperation.ALL:
-            blocks = store.blocks(n.version, n.measurement_hash, raw=raw_requested)
+            blocks = store.blocks(n.version, n.measurement_hash, raw=raw_requested, on_hash=self.env.meter.hash)
         else:
             item = store.item(op, n.version)
             if item is None:
                 raise _RequestError(ErrorCode.INVALID_REQUEST)
-            blocks = [item.block(n.measurement_hash, raw=raw_requested)]
-        for b in blocks:
-            if not b.raw_bit_stream:
-                self.env.meter.hash(len(b.value))
+            blocks = [item.block(n.measurement_hash, raw=raw_requested, on_hash=self.env.meter.hash)]
         # ContentChanged (1.2+, signed responses): did the measurements change during this L?
         log_generation = self._log_generation if slot is None else slot.log_generation
         start = store.generation if log_generation is None else log_generation

@@ -21,7 +21,6 @@ Failures are typed: :class:`SessionDecryptError` (bad MAC, malformed record or p
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import hmac
 from typing import Literal
@@ -132,10 +131,7 @@ class _Channel:
         return (self._salt ^ seq).to_bytes(AEAD_IV_SIZE, self._order)
 
 
-@dataclasses.dataclass
-class _Counters:
-    values: dict[tuple[Direction, Phase], int] = dataclasses.field(
-        default_factory=lambda: {(d, p): 0 for d in Direction for p in Phase})
+_SEQUENCE_KEYS: tuple[tuple[Direction, Phase], ...] = tuple((d, p) for d in Direction for p in Phase)
 
 
 class SecureSession:
@@ -174,7 +170,7 @@ class SecureSession:
         self.state = SessionState.HANDSHAKE
         self.phase = Phase.HANDSHAKE
         self.end_reason: str | None = None
-        self._seq = _Counters().values
+        self._seq: dict[tuple[Direction, Phase], int] = dict.fromkeys(_SEQUENCE_KEYS, 0)
         self._backup_seq: dict[Direction, int] = {}
         self._handshake_keys_ready = False
         self._sid_bytes = session_id.to_bytes(4, "little")
