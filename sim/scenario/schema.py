@@ -46,7 +46,11 @@ from sim.wire.tdisp import TdiState
 
 
 class TrustModel(enum.StrEnum):
-    """Who attests and keys a device (DESIGN.md; TRUST_MODELS.md §5-6)."""
+    """A trust model: who attests and keys a device. fat: a firmware TSM does SPDM, IDE_KM and TDISP for
+    every device; thin-host: the host kernel attests and keys every device, a firmware key-slot service
+    writes the Root Port's key slots; thin-guest: as thin-host for the devices the host keeps, while a
+    confidential guest attests, keys and locks the devices assigned to it; thin-vmm: as thin-guest without
+    the firmware service, so the VMM writes the Root Port's key slots for the guest."""
 
     FAT = "fat"                # a firmware TSM does SPDM, IDE_KM and TDISP
     THIN_HOST = "thin-host"    # thin key-slot firmware; the host kernel attests and keys every device
@@ -55,14 +59,18 @@ class TrustModel(enum.StrEnum):
 
 
 class FatReconnectMode(enum.StrEnum):
-    """Fat model only: who reconnects a device the firmware lost to a reset (``sim.firmware.fat_tsm``)."""
+    """Fat model only: who reconnects a device the firmware TSM lost to a reset. none: nobody (as in the
+    merged kernel code), the device stays unconnected; host-initiated: after its recovery the host issues a
+    new connect and re-binds the TDIs that were bound."""
 
     NONE = "none"                      # as merged upstream: nobody; the device stays unconnected
     HOST_INITIATED = "host-initiated"  # the host re-issues DEV_CONNECT and re-binds the guests' TDIs
 
 
 class SpdmProfileName(enum.StrEnum):
-    """Named responder profiles (``sim.protocols.spdm.profile.PROFILES``)."""
+    """A device's SPDM responder profile. default-p384: SPDM 1.0-1.3, ECDSA P-384, SHA-384 (48-byte
+    measurement digests); default-p384-clear: the same with the handshake in the clear; p256: SPDM 1.0-1.3,
+    ECDSA P-256, SHA-256 (32-byte measurement digests)."""
 
     DEFAULT_P384 = "default-p384"
     DEFAULT_P384_CLEAR = "default-p384-clear"
@@ -75,7 +83,7 @@ class SpdmProfileName(enum.StrEnum):
 
 
 class EventKind(enum.StrEnum):
-    """What a timeline entry does (the ``event:`` key)."""
+    """What a timeline entry does (its `event:` key)."""
 
     BOOT = "boot"
     ASSIGN = "assign"
@@ -99,14 +107,17 @@ class EventKind(enum.StrEnum):
 
 
 class DmaDirection(enum.StrEnum):
-    """Seen from the device: a DMA read fetches memory, a DMA write stores to it."""
+    """Seen from the device: a DMA read fetches memory, a DMA write stores to it (the run performs writes
+    only, whatever the direction)."""
 
     READ = "read"
     WRITE = "write"
 
 
 class AdversaryComponent(enum.StrEnum):
-    """Components an adversary event can compromise."""
+    """A component an adversary event can compromise: the device's security manager, the fat firmware TSM,
+    the thin key-slot service, the host kernel, the VMM, an interposer on the link, or a second device on
+    the Root Port."""
 
     DEVICE_DSM = "device-dsm"
     FAT_TSM = "fat-tsm"
@@ -118,7 +129,8 @@ class AdversaryComponent(enum.StrEnum):
 
 
 class AdversaryStrategy(enum.StrEnum):
-    """What a compromised component does."""
+    """What a compromised component does from then on (sim/adversary/strategies.py lists what each
+    strategy means for each component, and the pairs that do not apply)."""
 
     RECORD = "record"
     MODIFY = "modify"
@@ -134,7 +146,7 @@ class AdversaryStrategy(enum.StrEnum):
 
 
 class ExpectKind(enum.StrEnum):
-    """What an expectation checks (the ``expect:`` key)."""
+    """What an expectation checks (its `expect:` key)."""
 
     TDI_STATE = "tdi_state"
     STREAM_STATE = "stream_state"
@@ -145,7 +157,7 @@ class ExpectKind(enum.StrEnum):
 
 
 class TdiStateName(enum.StrEnum):
-    """TDISP TDI states by name (TRUST_MODELS.md §3); :meth:`wire` gives the wire value."""
+    """A TDISP interface (TDI) state by name; a TDI starts in CONFIG_UNLOCKED."""
 
     CONFIG_UNLOCKED = "CONFIG_UNLOCKED"
     CONFIG_LOCKED = "CONFIG_LOCKED"
@@ -157,14 +169,16 @@ class TdiStateName(enum.StrEnum):
 
 
 class StreamState(enum.StrEnum):
-    """IDE stream state as the Root Port's IDE status register reports it."""
+    """A device's IDE stream state: secure only while both the Root Port and the endpoint report the
+    stream Secure; a stream starts insecure."""
 
     SECURE = "secure"
     INSECURE = "insecure"
 
 
 class Verifier(enum.StrEnum):
-    """Who runs the SPDM requester and judges a device's evidence."""
+    """Who judged a device's evidence: the fat firmware TSM, the host kernel, or a guest (thin-guest and
+    thin-vmm: the guest's own attestation; fat: its acceptance of the TSM's report)."""
 
     FAT_TSM = "fat-tsm"
     HOST_KERNEL = "host-kernel"
@@ -172,12 +186,15 @@ class Verifier(enum.StrEnum):
 
 
 class AttestationOutcome(enum.StrEnum):
+    """A verifier's verdict on a device."""
+
     OK = "ok"
     FAILED = "failed"
 
 
 class ExposureComponent(enum.StrEnum):
-    """Components whose view of secrets the exposure tracker reports (TRUST_MODELS.md §6)."""
+    """A role whose view of secrets the exposure tracker measures; every component playing the role in a
+    run counts (several devices' DSMs, several guests)."""
 
     DEVICE_DSM = "device-dsm"
     ROOT_PORT = "root-port"
@@ -190,7 +207,8 @@ class ExposureComponent(enum.StrEnum):
 
 
 class ExposureLimit(enum.StrEnum):
-    """The most a component may have had of a secret class; ordered like the engine's Exposure."""
+    """How much of a secret a component had, in increasing order: never (no bytes of it), ciphertext (only
+    encrypted), plaintext (saw it in the clear), generated (created it)."""
 
     NEVER = "never"
     CIPHERTEXT = "ciphertext"
@@ -210,10 +228,13 @@ _EXPOSURE_OF_LIMIT = {
 
 
 class LatencyMetric(enum.StrEnum):
-    """Latencies the reports compute from the trace (TRUST_MODELS.md §6, metric 4)."""
+    """A latency measured in the run, in ns. time_to_secure and fleet_time_to_secure: from boot until the
+    stream is first secure (the largest over the devices considered); recovery: from each fault (dpc, flr,
+    d3cold, hot_reset, link_down, second_requester) until the device is back as it was just before it;
+    insecure_window: total time the stream was insecure after it first became secure."""
 
-    TIME_TO_SECURE = "time_to_secure"              # boot or assign -> stream secure (and TDI RUN if any)
-    RECOVERY = "recovery"                          # reset/DPC/D3cold -> secure again
+    TIME_TO_SECURE = "time_to_secure"              # boot -> stream first secure
+    RECOVERY = "recovery"                          # a fault -> stream (and running TDIs) as before it again
     INSECURE_WINDOW = "insecure_window"            # total time a device's traffic ran without IDE
     FLEET_TIME_TO_SECURE = "fleet_time_to_secure"  # boot -> every device secure
 
@@ -358,15 +379,17 @@ class _Model(BaseModel):
 
 
 class RootPort(_Model):
-    """A Root Port with its pool of selective IDE streams and optional DPC."""
+    """A Root Port with its pool of selective IDE streams and optional DPC; at most one device sits behind it."""
 
     id: Id
+    """Unique Root Port id, referenced by devices and by port events and expectations."""
     ide_streams: Annotated[int, Field(strict=True, ge=1, le=256)] = 4
     """How many selective IDE streams (and key-slot sets) the port offers."""
     dpc: Annotated[bool, Field(strict=True)] = True
     """Whether the port implements Downstream Port Containment."""
     link_latency: Duration | None = None
-    """Override of the one-hop link latency below this port (default: the timing model's link-hop)."""
+    """Latency of one hop on the link below this port: integer ns or a duration string such as '400ns'
+    (default: the timing model's hardware link-hop cost, 250 ns unless timing overrides it)."""
 
 
 def _check_certificates(path: Path, key: str) -> None:
@@ -382,14 +405,17 @@ def _check_certificates(path: Path, key: str) -> None:
 
 
 class Identity(_Model):
-    """Either a deterministic identity under a named CA (derived from the seed) or files."""
+    """A device's identity: either a certificate chain derived from the seed under a named CA ({ca: NAME})
+    or files ({cert_chain: FILE, key: FILE}); not both."""
 
     ca: Id | None = None
     """Name of the CA hierarchy; devices with the same ca share root and intermediate."""
     cert_chain: FilePath | None = None
-    """A certificate chain (PEM or concatenated DER), root first."""
+    """A certificate chain file (PEM or concatenated DER), root first; a relative path is relative to the
+    scenario file's folder. Goes with key."""
     key: FilePath | None = None
-    """The leaf's private key (unencrypted PEM or DER)."""
+    """The leaf's private key file (unencrypted PEM or DER); a relative path is relative to the scenario file's
+    folder. Goes with cert_chain."""
 
     @model_validator(mode="after")
     def _one_form(self) -> Identity:
@@ -415,38 +441,53 @@ class Identity(_Model):
 
 
 class Measurements(_Model):
-    """What the device measures: the firmware version it runs and optional digests that override."""
+    """What the device measures: the firmware version it runs (and explicit digests, see digests)."""
 
     firmware: Text = "1.0.0"
     """Firmware version; the firmware digest (index 2) and version string (index 5) derive from it."""
     digests: dict[MeasurementIndex, HexDigest] = {}
-    """Explicit digests by measurement index (1..254), replacing the derived ones (e.g. tampered firmware)."""
+    """Digests by measurement index (1..254), in hex, sized for the profile's hash. Checked when the file
+    loads, but not yet applied: the device reports the digests derived from firmware."""
 
 
 class MmioRange(_Model):
+    """One MMIO range of a TDI: a BAR of its function and its size."""
+
     bar: Annotated[int, Field(strict=True, ge=0, le=5)]
+    """BAR index, 0-5."""
     pages: Annotated[int, Field(strict=True, ge=1)]
     """Size in 4 KiB pages."""
 
 
 class Tdi(_Model):
-    """A TDISP interface: one function of the device and the MMIO it owns."""
+    """A TDISP interface (TDI): one function of the device and the MMIO it owns. When a device is assigned
+    to a guest (fat, thin-guest, thin-vmm), the TDI of function 0 is locked and started; TDIs of other
+    functions stay unlocked."""
 
     id: Id
+    """TDI id, unique within the device; referenced by tdi_state expectations and expected_reports."""
     function: Annotated[int, Field(strict=True, ge=0, le=255)] = 0
+    """The PCIe function of the device that this TDI is."""
     mmio: list[MmioRange] = []
+    """The TDI's MMIO ranges (default when empty: one 16 KiB range in BAR 0)."""
 
 
 class Device(_Model):
-    """An endpoint with a DSM, behind one Root Port."""
+    """An endpoint with a device security manager (DSM: the SPDM responder, IDE_KM and TDISP), behind one
+    Root Port."""
 
     id: Id
+    """Unique device id, referenced by guests, events and expectations."""
     port: Id
     """The Root Port the device sits behind."""
     profile: SpdmProfileName = SpdmProfileName.DEFAULT_P384
+    """SPDM responder profile: versions, algorithms and the measurement digest size."""
     identity: Identity = Identity(ca="default")
+    """The device's certificate chain and key (default: derived from the seed under the CA named 'default')."""
     measurements: Measurements = Measurements()
+    """What the device reports in SPDM MEASUREMENTS."""
     tdis: list[Tdi] = []
+    """TDISP interfaces (default when empty: one TDI on function 0 that the scenario cannot name)."""
     owner: Id = HOST
     """'host' (the host kernel keeps it) or the id of the guest it is assigned to at boot."""
 
@@ -463,18 +504,25 @@ class Device(_Model):
 
 
 class Platform(_Model):
+    """The hardware: Root Ports and the devices behind them."""
+
     root_ports: Annotated[list[RootPort], Field(min_length=1)]
+    """At least one Root Port."""
     devices: list[Device] = []
+    """Endpoints, each behind its own Root Port."""
 
 
 # --- guests ---------------------------------------------------------------------------------------
 
 
 class TrustedRoot(_Model):
-    """A root certificate the guest trusts: a named CA from the seed, or a file."""
+    """A root certificate the guest trusts: a CA derived from the seed ({ca: NAME}) or a file ({file: PATH});
+    exactly one."""
 
     ca: Id | None = None
+    """Name of a CA, as in a device's identity.ca."""
     file: FilePath | None = None
+    """A certificate file (PEM or DER); a relative path is relative to the scenario file's folder."""
 
     @model_validator(mode="after")
     def _one_form(self) -> TrustedRoot:
@@ -495,7 +543,9 @@ class ExpectedMeasurements(_Model):
     """Reference values for one device: a firmware version (digests derived), explicit digests, or both."""
 
     firmware: Text | None = None
+    """Expected firmware version: the firmware digest (index 2) this device reports when running it."""
     digests: dict[MeasurementIndex, HexDigest] = {}
+    """Expected digests by measurement index (1..254), in hex."""
 
     @model_validator(mode="after")
     def _something(self) -> ExpectedMeasurements:
@@ -505,36 +555,50 @@ class ExpectedMeasurements(_Model):
 
 
 class ExpectedReport(_Model):
-    """TDI report fields the guest insists on before accepting a TDI (None = don't care)."""
+    """TDISP interface-report fields the guest requires before it accepts a TDI; an omitted field is not
+    checked. The requirements of all of a guest's expected_reports are combined and apply to every TDI the
+    guest accepts."""
 
     device: Id
+    """A device of this guest."""
     tdi: Id
+    """A TDI of that device."""
     no_fw_update: Annotated[bool, Field(strict=True)] | None = None
+    """Required value of the report's NO_FW_UPDATE bit (firmware updates refused while locked)."""
     dma_without_pasid: Annotated[bool, Field(strict=True)] | None = None
+    """Required value of the report's DMA-without-PASID bit."""
     dma_with_pasid: Annotated[bool, Field(strict=True)] | None = None
+    """Required value of the report's DMA-with-PASID bit."""
     ats: Annotated[bool, Field(strict=True)] | None = None
+    """Required value of the report's ATS-enabled bit."""
     prs: Annotated[bool, Field(strict=True)] | None = None
+    """Required value of the report's PRS-enabled bit."""
     mmio: list[MmioRange] | None = None
-    """The MMIO ranges the report must list, in order; omit to accept the TDI's configured ranges."""
+    """The report must list exactly this many MMIO ranges (only the count is compared)."""
 
 
 class GuestPolicy(_Model):
     """How a guest judges the evidence of devices assigned to it."""
 
     trusted_roots: list[TrustedRoot] = [TrustedRoot(ca="default")]
+    """Root certificates a device's chain must end in (default: the CA named 'default')."""
     expected_measurements: dict[Id, ExpectedMeasurements] = {}
-    """Reference values by device id."""
+    """Reference values by device id (a device of this guest); devices not listed are not compared."""
     expected_reports: list[ExpectedReport] = []
+    """Interface-report fields required before a TDI is accepted."""
     require_signed_measurements: Annotated[bool, Field(strict=True)] = True
+    """Whether the device's measurements must come signed."""
 
 
 class Guest(_Model):
-    """A confidential guest (TVM)."""
+    """A confidential guest (TVM) and the devices it may be given."""
 
     id: Id
+    """Unique guest id (not 'host'); a device's owner and events refer to it."""
     devices: list[Id] = []
     """Devices this guest accepts: assigned at boot (the device's owner) or by an assign event."""
     policy: GuestPolicy = GuestPolicy()
+    """How the guest verifies its devices."""
 
     _unique_devices = field_validator("devices")(lambda v: _unique(v, "device"))
 
@@ -548,29 +612,40 @@ TimingOverrides = dict[ComponentClass, dict[Op, Duration]]
 
 
 class During(_Model):
-    """While ``device`` is in ``phase`` (the ``occurrence``-th time it gets there)."""
+    """Trigger at the moment a device reaches a securing-flow milestone (the occurrence-th time)."""
 
     device: Id
+    """The device whose milestone triggers the event."""
     phase: Phase
+    """Milestone: VCA, KEY_EXCHANGE, KEY_PROG, K_SET_GO, LOCK, REPORT, START or RUN are reached (the other
+    names are accepted but never reached)."""
     occurrence: Count = 1
+    """Which time the device reaches the milestone, counted over the whole run (1 = the first)."""
 
 
 class After(_Model):
-    """``delay`` after ``device`` completes ``phase`` (the ``occurrence``-th time)."""
+    """Trigger a delay after a device reaches a securing-flow milestone (the occurrence-th time)."""
 
     device: Id
+    """The device whose milestone triggers the event."""
     phase: Phase
+    """Milestone: VCA, KEY_EXCHANGE, KEY_PROG, K_SET_GO, LOCK, REPORT, START or RUN are reached (the other
+    names are accepted but never reached)."""
     occurrence: Count = 1
+    """Which time the device reaches the milestone, counted over the whole run (1 = the first)."""
     delay: Duration = 0
+    """Time from the milestone to the event: integer ns or a duration string such as '150ms'."""
 
 
 class _Event(_Model):
     """Fields every event shares: exactly one trigger and an optional trust-model filter."""
 
     at: Duration | None = None
-    """At this simulated time."""
+    """At this simulated time since the start of the run: integer ns or a duration string such as '5ms'."""
     during: During | None = None
+    """At the moment a device reaches a securing-flow milestone."""
     after: After | None = None
+    """A delay after a device reaches a securing-flow milestone."""
     models: ModelFilter | None = None
     """Only under these trust models (default: all the scenario runs)."""
 
@@ -596,115 +671,196 @@ class _Event(_Model):
 
 
 class BootEvent(_Event):
+    """The platform boots: the host kernel starts and the devices are secured as the trust model says; devices
+    owned by a guest are then assigned to it. Without a boot event, boot happens at 0."""
+
     event: Literal[EventKind.BOOT]
+    """The event kind."""
 
 
 class AssignEvent(_Event):
-    """The VMM assigns ``device`` to ``guest``, which then attests it (thin-guest) or accepts it."""
+    """The VMM assigns a device to a guest, which then secures it (thin-guest, thin-vmm) or accepts the
+    firmware's binding (fat); under thin-host the host keeps the device."""
 
     event: Literal[EventKind.ASSIGN]
+    """The event kind."""
     device: Id
+    """A device the guest lists in its devices."""
     guest: Id
+    """The guest that receives the device."""
 
 
 class DmaEvent(_Event):
+    """The device writes deterministic data into its owner's memory (the guest's, or the host's); the run
+    records whether it arrived intact."""
+
     event: Literal[EventKind.DMA]
+    """The event kind."""
     device: Id
+    """The device doing DMA."""
     bytes: ByteSize
+    """Amount of data: integer bytes or a string with a unit B, KiB, MiB or GiB, such as '64KiB'."""
     direction: DmaDirection = DmaDirection.WRITE
+    """Accepted, but the run performs a write whatever the direction."""
 
 
 class MmioEvent(_Event):
-    """``guest`` accesses the device's MMIO (through a TDI's range when ``tdi`` is given)."""
+    """A guest writes 8 bytes at offset 0 of BAR 0 of the device's function 0."""
 
     event: Literal[EventKind.MMIO]
+    """The event kind."""
     device: Id
+    """The device written to."""
     guest: Id
+    """The guest doing the write."""
     tdi: Id | None = None
+    """A TDI of the device; checked to exist, but the write goes to function 0, BAR 0 in any case."""
 
 
 class DpcEvent(_Event):
+    """Software triggers Downstream Port Containment on a Root Port: the device behind it is reset."""
+
     event: Literal[EventKind.DPC]
+    """The event kind."""
     port: Id
+    """The Root Port."""
 
 
 class DpcReleaseEvent(_Event):
+    """Not modeled yet: the run skips it and says so in its notes."""
+
     event: Literal[EventKind.DPC_RELEASE]
+    """The event kind."""
     port: Id
+    """The Root Port."""
 
 
 class D3ColdEvent(_Event):
+    """The host puts a device into D3cold (power removed)."""
+
     event: Literal[EventKind.D3COLD]
+    """The event kind."""
     device: Id
+    """The device."""
 
 
 class D3ColdExitEvent(_Event):
+    """The host brings a device back from D3cold."""
+
     event: Literal[EventKind.D3COLD_EXIT]
+    """The event kind."""
     device: Id
+    """The device."""
 
 
 class FlrEvent(_Event):
+    """The host issues a Function Level Reset of one function of a device."""
+
     event: Literal[EventKind.FLR]
+    """The event kind."""
     device: Id
+    """The device."""
     function: Annotated[int, Field(strict=True, ge=0, le=255)] = 0
+    """The function to reset: 0 or the function of one of the device's TDIs."""
 
 
 class HotResetEvent(_Event):
+    """The host resets the device behind a Root Port."""
+
     event: Literal[EventKind.HOT_RESET]
+    """The event kind."""
     port: Id
+    """The Root Port."""
 
 
 class LinkDownEvent(_Event):
+    """The link below a Root Port goes down unexpectedly (surprise link down)."""
+
     event: Literal[EventKind.LINK_DOWN]
+    """The event kind."""
     port: Id
+    """The Root Port."""
 
 
 class LinkUpEvent(_Event):
+    """The link below a Root Port trains again."""
+
     event: Literal[EventKind.LINK_UP]
+    """The event kind."""
     port: Id
+    """The Root Port."""
 
 
 class KeyRefreshEvent(_Event):
+    """The device's owner programs the other IDE key set on both ends and switches the stream to it."""
+
     event: Literal[EventKind.KEY_REFRESH]
+    """The event kind."""
     device: Id
+    """The device."""
 
 
 class FirmwareUpdateEvent(_Event):
+    """The device now runs another firmware version: its firmware digest and version string change."""
+
     event: Literal[EventKind.FIRMWARE_UPDATE]
+    """The event kind."""
     device: Id
+    """The device."""
     version: Text
+    """The new firmware version."""
 
 
 class SecondRequesterEvent(_Event):
     """Another requester sends GET_VERSION to the device, resetting its SPDM state."""
 
     event: Literal[EventKind.SECOND_REQUESTER]
+    """The event kind."""
     device: Id
+    """The device."""
 
 
 class DoeAbortEvent(_Event):
+    """A DOE Abort on the device's mailbox: partial and pending objects are discarded."""
+
     event: Literal[EventKind.DOE_ABORT]
+    """The event kind."""
     device: Id
+    """The device."""
 
 
 class DropDoeEvent(_Event):
+    """The next DOE object sent to the device's mailbox is lost on its way in."""
+
     event: Literal[EventKind.DROP_DOE]
+    """The event kind."""
     device: Id
+    """The device."""
     count: Count = 1
+    """Accepted (1 or more), but the mailbox holds one pending drop: only the next object is lost."""
 
 
 class CorruptDoeEvent(_Event):
+    """One bit of the next DOE object sent to the device's mailbox flips on its way in."""
+
     event: Literal[EventKind.CORRUPT_DOE]
+    """The event kind."""
     device: Id
+    """The device."""
     count: Count = 1
+    """Accepted (1 or more), but the mailbox holds one pending corruption: only the next object is hit."""
 
 
 class AdversaryEvent(_Event):
-    """From the trigger on, ``component`` acts against the protocol with ``strategy``."""
+    """From the trigger on, a component is compromised and acts against the protocol with a strategy. A pair
+    that does not apply under a trust model is skipped, with a note in the result."""
 
     event: Literal[EventKind.ADVERSARY]
+    """The event kind."""
     component: AdversaryComponent
+    """The compromised component."""
     strategy: AdversaryStrategy
+    """What it does."""
     device: Id | None = None
     """Limit the adversary to one device's traffic (default: every device)."""
 
@@ -722,7 +878,8 @@ Event = Annotated[
 
 class _Expectation(_Model):
     at: When = "end"
-    """When to check: 'end' (after the run) or a simulated time."""
+    """When to check: 'end' (after the run) or a simulated time, as integer ns or a duration string such as
+    '500ms'."""
     models: ModelFilter | None = None
     """Only under these trust models (default: all the scenario runs)."""
 
@@ -732,19 +889,29 @@ class _Expectation(_Model):
 
 
 class TdiStateExpectation(_Expectation):
+    """A TDI is in a given TDISP state."""
+
     expect: Literal[ExpectKind.TDI_STATE]
+    """The expectation kind."""
     device: Id
+    """The device."""
     tdi: Id
+    """One of the device's TDIs."""
     state: TdiStateName
+    """The state it must be in."""
 
 
 class StreamStateExpectation(_Expectation):
-    """The IDE stream of a device, or of every device behind a port."""
+    """The IDE stream of a device, or of every device behind a Root Port, is in a given state."""
 
     expect: Literal[ExpectKind.STREAM_STATE]
+    """The expectation kind."""
     device: Id | None = None
+    """The device (give device or port, not both)."""
     port: Id | None = None
+    """The Root Port (give device or port, not both)."""
     state: StreamState
+    """The state the stream must be in."""
 
     @model_validator(mode="after")
     def _one_target(self) -> StreamStateExpectation:
@@ -754,14 +921,20 @@ class StreamStateExpectation(_Expectation):
 
 
 class AttestationExpectation(_Expectation):
+    """A verifier's latest verdict on a device (by the check's time) has a given outcome."""
+
     expect: Literal[ExpectKind.ATTESTATION]
+    """The expectation kind."""
     device: Id
+    """The device."""
     by: Verifier
+    """Whose verdict."""
     guest: Id | None = None
-    """With ``by: guest``: which guest (default: the one guest that lists the device)."""
+    """With by: guest, which guest (default: the one guest that lists the device)."""
     outcome: AttestationOutcome
+    """The verdict it must have."""
     reason: FailureReason | None = None
-    """With ``outcome: failed``: the failure reason the verifier must report."""
+    """With outcome: failed, a failure reason the verdict must name."""
 
     @model_validator(mode="after")
     def _consistent(self) -> AttestationExpectation:
@@ -773,27 +946,41 @@ class AttestationExpectation(_Expectation):
 
 
 class ExposureExpectation(_Expectation):
-    """``component`` had at most ``at_most`` of any secret of class ``secret``."""
+    """A component had at most a given exposure to every secret of a class."""
 
     expect: Literal[ExpectKind.EXPOSURE]
+    """The expectation kind."""
     component: ExposureComponent
+    """The component's role."""
     secret: SecretClass
+    """The class of secret."""
     at_most: ExposureLimit
+    """The most it may have had."""
 
 
 class LatencyExpectation(_Expectation):
+    """A latency measured in the run is at most a bound; a latency never reached fails."""
+
     expect: Literal[ExpectKind.LATENCY]
+    """The expectation kind."""
     metric: LatencyMetric
+    """What is measured."""
     device: Id | None = None
+    """One device (default: every device, and the largest value counts)."""
     max: Duration
+    """Upper bound: integer ns or a duration string such as '2s'."""
 
 
 class TraceDigestExpectation(_Expectation):
-    """The run's trace digest under ``model`` (pins byte-identical behaviour)."""
+    """The run's trace digest under one trust model (pins byte-identical behaviour); under other models it
+    holds without being checked."""
 
     expect: Literal[ExpectKind.TRACE_DIGEST]
+    """The expectation kind."""
     model: TrustModel
+    """The trust model whose trace is pinned."""
     sha256: Annotated[str, StringConstraints(strict=True, pattern=SHA256_HEX_PATTERN, to_lower=True)]
+    """The expected trace digest: SHA-256 in hex, as result.json reports it (trace_digest)."""
 
 
 Expectation = Annotated[
@@ -809,10 +996,13 @@ Loc = tuple[str | int, ...]
 
 
 class Scenario(_Model):
-    """One scenario file: what to build, what happens, and what must hold."""
+    """One tiosim scenario file: the platform to build, what happens on it, and what must hold, run under
+    one or more trust models."""
 
     name: Annotated[str, StringConstraints(strict=True, min_length=1, max_length=200)]
+    """The scenario's name (1-200 characters), as summaries and result.json show it."""
     description: Text = ""
+    """Free text, up to 4000 characters."""
     seed: Annotated[int, Field(strict=True)]
     """Every key, nonce and identity derives from it: same seed, same bytes."""
     models: Annotated[list[TrustModel], Field(min_length=1)] = list(TrustModel)
@@ -820,11 +1010,16 @@ class Scenario(_Model):
     fat_reconnect: FatReconnectMode = FatReconnectMode.NONE
     """Fat model: whether the host reconnects (and re-binds) a device after a reset (default: none)."""
     platform: Platform
+    """Root Ports and devices."""
     guests: list[Guest] = []
+    """Confidential guests and their verification policies."""
     timing: TimingOverrides = {}
-    """Cost overrides: {component class: {operation: duration}}, names as in sim.engine.timing."""
+    """Cost overrides: {component class: {operation: cost}}, each cost in integer ns or a duration string such
+    as '2ms' (per-KiB operations: the cost of 1 KiB). Other costs keep their defaults (sim/engine/timing.py)."""
     timeline: list[Event] = []
+    """Events: what happens, when."""
     expect: list[Expectation] = []
+    """What must hold; a run fails if any expectation does not."""
 
     _unique_models = field_validator("models")(lambda v: _unique(v, "trust model"))
 
