@@ -37,6 +37,7 @@ Behaviour choices, with their sources:
 
 from __future__ import annotations
 
+import collections
 import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -166,8 +167,8 @@ class DoeMailbox:
         self.stats = DoeStats()
         self._s = _State()
         self._ticket = 0
-        self._drop_next = False
-        self._corrupt_bit: int | None = None
+        self._drops_pending = 0
+        self._corrupt_bits: collections.deque[int] = collections.deque()
 
     # --- register interface (DoeRegisterTarget) ---
     def read_register(self, reg: DoeRegister) -> int:
@@ -242,12 +243,13 @@ class DoeMailbox:
 
     # --- fault hooks (used by the fault injector through the endpoint) ---
     def inject_drop(self) -> None:
-        """The next object submitted with Go is lost on its way into the mailbox."""
-        self._drop_next = True
+        """One more object submitted with Go is lost on its way into the mailbox (each call, one object)."""
+        self._drops_pending += 1
 
     def inject_corruption(self, bit: int) -> None:
-        """One bit (index into the next submitted object, modulo its size) flips on its way in."""
-        self._corrupt_bit = bit
+        """One bit (index into a submitted object, modulo its size) flips on its way in; each call affects
+        the next object not yet affected, in order."""
+        self._corrupt_bits.append(bit)
 
     def _write_data(self, value: int) -> None:
         s = self._s
@@ -269,17 +271,16 @@ class DoeMailbox:
             return  # Error must be cleared by Abort first (§1.2 item 1)
         raw = b"".join(dw.to_bytes(4, "little") for dw in s.write_buf)
         s.write_buf = []
-        if self._drop_next:
-            self._drop_next = False
+        if self._drops_pending:
+            self._drops_pending -= 1
             self.stats.discarded += 1
             self._emit(DoeEventKind.DISCARDED, raw, "fault: object lost")
             return
-        if self._corrupt_bit is not None and raw:
-            bit = self._corrupt_bit % (8 * len(raw))
+        if self._corrupt_bits and raw:
+            bit = self._corrupt_bits.popleft() % (8 * len(raw))
             flipped = bytearray(raw)
             flipped[bit // 8] ^= 1 << (bit % 8)
             raw = bytes(flipped)
-            self._corrupt_bit = None
         if len(raw) < 8 or doe_length_dw(raw) != len(raw) // 4:
             self.stats.discarded += 1
             self._emit(DoeEventKind.DISCARDED, raw, "written DW count differs from the header Length")

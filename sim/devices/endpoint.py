@@ -34,7 +34,7 @@ Reset and power semantics (TRUST_MODELS.md §1, §3, §4; TDISP §11.4.8-9):
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -121,7 +121,7 @@ class Function0FlrPolicy(enum.Enum):
 class LinkPort(Protocol):
     """What the endpoint needs from the link it is plugged into (``sim/rootport/link.py``)."""
 
-    def send_tlp(self, data: bytes) -> None: ...
+    def send_tlp(self, data: bytes, *, tee: bool = False) -> None: ...
 
 
 class MmioTarget(Protocol):
@@ -577,7 +577,7 @@ class Endpoint:
             self._emit("tlp-dropped", f"T=1 request without a Secure IDE stream: {header.summary()}")
             return
         if stream is None or self.link_applies_ide:
-            self.link.send_tlp(Tlp(header, data).encode())
+            self.link.send_tlp(Tlp(header, data).encode(), tee=tee)
             return
         try:
             sealed = self.ide.seal(stream, sub_stream, header.encode(), data)
@@ -677,6 +677,12 @@ class Endpoint:
         hdr = MemRequestHeader.read(self.requester_id(function), tag, address, (length + 3) // 4)
         self._send(hdr, b"", SubStream.NPR, tee)
         return True
+
+    def abandon_dma(self, callbacks: Collection[DmaCallback]) -> None:
+        """Forget outstanding reads made with these callbacks and free their tags: the requester gave them
+        up (Completion Timeout); a completion arriving later is then unexpected and dropped."""
+        for tag in [t for t, cb in self._dma_pending.items() if cb in callbacks]:
+            del self._dma_pending[tag]
 
     def _complete_dma(self, cpl: CompletionHeader, payload: bytes) -> None:
         callback = self._dma_pending.pop(cpl.tag, None)

@@ -25,13 +25,14 @@ from collections.abc import Callable, Generator
 from typing import Any, TypeVar
 
 from sim.protocols.env import ProtocolEnv
-from sim.protocols.flow import Outbound
+from sim.protocols.flow import Flow, Outbound
 from sim.protocols.ide_km import IdeKmRequester, PcisigFailure, ProgrammedKey, StreamKeys
 from sim.protocols.spdm.outcome import AttestationReport, Failure, Ok
 from sim.protocols.spdm.requester import SessionHandle, SpdmRequester
 from sim.protocols.tdisp import InterfaceReport, TdispRequester
+from sim.wire.doe import DoeObjectType
 from sim.wire.ide_km import Direction, KeySet
-from sim.wire.spdm.common import MeasurementSummaryHashType
+from sim.wire.spdm.common import MeasurementSummaryHashType, RequestCode
 from sim.wire.tdisp import InterfaceId, LockInterfaceFlags
 
 T = TypeVar("T")
@@ -173,15 +174,41 @@ def _ide(requester: SpdmRequester, secured_session: SessionHandle, env: Protocol
 # --- the flows ---------------------------------------------------------------------------------------
 
 
+# The milestones inside attestation and session set-up, each marked when its first request goes out.
+_REQUEST_PHASES: dict[int, Phase] = {
+    RequestCode.GET_DIGESTS: Phase.CERTIFICATE, RequestCode.GET_CERTIFICATE: Phase.CERTIFICATE,
+    RequestCode.CHALLENGE: Phase.CHALLENGE, RequestCode.GET_MEASUREMENTS: Phase.MEASUREMENTS,
+    RequestCode.FINISH: Phase.FINISH,
+}
+
+
+def _marking_phases(flow: Flow[T], device: str) -> TsmFlow[T]:
+    """``flow`` passed through unchanged, with a PhaseMark before the first request of each phase in
+    :data:`_REQUEST_PHASES` (read from the SPDM request code, in the clear or inside a secured record)."""
+    marked: set[Phase] = set()
+    try:
+        out = next(flow)
+        while True:
+            spdm = out.plaintext if out.object_type is DoeObjectType.SECURED_SPDM else (
+                out.payload if out.object_type is DoeObjectType.SPDM else None)
+            phase = _REQUEST_PHASES.get(spdm[1]) if spdm is not None and len(spdm) >= 2 else None
+            if phase is not None and phase not in marked:
+                marked.add(phase)
+                yield PhaseMark(device, phase)
+            out = flow.send((yield out))
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
+
+
 def secure_device(requester: SpdmRequester, env: ProtocolEnv, device: str,
                   options: SecuringOptions = SecuringOptions()) -> TsmFlow[TsmOutcome[SecuredDevice]]:
     """Attest the device, open a session, and bring up an IDE stream keyed by this requester."""
     yield PhaseMark(device, Phase.VCA)
-    report = yield from requester.attest(options.slot, options.summary_type)
+    report = yield from _marking_phases(requester.attest(options.slot, options.summary_type), device)
     if isinstance(report, Failure):
         return _failure(device, _attest_phase(report), report)
     yield PhaseMark(device, Phase.KEY_EXCHANGE)
-    session = yield from requester.start_session(options.slot)
+    session = yield from _marking_phases(requester.start_session(options.slot), device)
     if isinstance(session, Failure):
         return _failure(device, Phase.KEY_EXCHANGE, session)
     handle = session.value

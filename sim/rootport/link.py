@@ -130,10 +130,10 @@ class LinkPort:
     def up(self) -> bool:
         return self._link.state is LinkState.UP
 
-    def send_tlp(self, data: bytes) -> None:
-        """Send a plain TLP upstream (the link applies IDE when the endpoint's stream is Secure).
-        Bytes that already start with the IDE prefix are carried unchanged."""
-        self._link.send(Side.ENDPOINT, bytes(data))
+    def send_tlp(self, data: bytes, *, tee: bool = False) -> None:
+        """Send a plain TLP upstream (the link applies IDE when the endpoint's stream is Secure, with the
+        prefix's T bit from ``tee``: a TDI's TEE request). Bytes already IDE-prefixed are carried unchanged."""
+        self._link.send(Side.ENDPOINT, bytes(data), tee=tee)
 
 
 class Link:
@@ -210,13 +210,14 @@ class Link:
 
     # -- TLPs ---------------------------------------------------------------------------------------
 
-    def send(self, side: Side, plain: bytes) -> None:
-        """A port puts a TLP on the link: IDE framing, trace, interposer, hop latency, delivery."""
+    def send(self, side: Side, plain: bytes, *, tee: bool = False) -> None:
+        """A port puts a TLP on the link: IDE framing (T bit = ``tee``), trace, interposer, hop latency,
+        delivery."""
         src, dst = self._ends(side)
         if self.state is not LinkState.UP:
             self._drop(src, dst, plain, f"link {self.state}")
             return
-        wire = self._protect(side, plain)
+        wire = self._protect(side, plain, tee)
         self.stats["sent"] += 1
         observers = (self.interposer_name,) if self.interposer is not None else ()
         self.world.trace.emit(src, dst, Channel.TLP, wire, _summary(wire), observers=observers)
@@ -235,7 +236,7 @@ class Link:
         generation = self._generation
         self.world.call_later(self.hop_ns, lambda: self._arrive(side, wire, generation))
 
-    def _protect(self, side: Side, plain: bytes) -> bytes:
+    def _protect(self, side: Side, plain: bytes, tee: bool) -> bytes:
         ide = self._ide(side)
         if ide is None or plain[:1] == bytes([IDE_PREFIX_BYTE]):
             return plain
@@ -255,7 +256,7 @@ class Link:
             return plain  # [U] a stream that cannot transmit: the TLP goes in the clear, the receiver decides
         key_set, ciphertext, mac = sealed
         self.stats["ide"] += 1
-        prefix = IdePrefix(stream_id=stream_id, sub_stream=sub, key_set=key_set)
+        prefix = IdePrefix(stream_id=stream_id, sub_stream=sub, key_set=key_set, tee=int(tee))
         return IdeTlp(prefix, tlp.header, ciphertext, mac).encode()
 
     def _arrive(self, sender: Side, wire: bytes, generation: int) -> None:

@@ -206,11 +206,12 @@ class RootPort:
         for s in self._streams:
             self._evaluate(s)
 
-    def send_tlp(self, tlp: Tlp | bytes) -> None:
-        """Send a TLP to the endpoint (MMIO from the host, or a completion to a DMA read)."""
+    def send_tlp(self, tlp: Tlp | bytes, *, tee: bool = False) -> None:
+        """Send a TLP to the endpoint (MMIO from the host or a guest, or a completion to a DMA read);
+        ``tee`` sets the IDE prefix's T bit (a TVM's access to its TDI, or the completion of a TEE read)."""
         if self.link is None:
             raise RuntimeError(f"{self.path} has no link")
-        self.link.send(Side.ROOT_PORT, tlp.encode() if isinstance(tlp, Tlp) else bytes(tlp))
+        self.link.send(Side.ROOT_PORT, tlp.encode() if isinstance(tlp, Tlp) else bytes(tlp), tee=tee)
 
     def protect_tee_memory(self, base: int, size: int) -> None:
         """Mark host memory as a confidential guest's: only TEE requests (T=1, arrived in a Secure IDE
@@ -247,7 +248,7 @@ class RootPort:
         else:
             data_out = self.host_memory.read(header.address, 4 * header.length_dw)
             cpl = CompletionHeader.with_data(self.requester_id, header.requester_id, header.tag, header.length_dw)
-            self.send_tlp(Tlp(cpl, data_out))
+            self.send_tlp(Tlp(cpl, data_out), tee=tee)
 
     def error_message(self, severity: ErrorSeverity, source_id: int) -> bool:
         """ERR_FATAL / ERR_NONFATAL received from below; returns whether DPC triggered."""

@@ -31,6 +31,7 @@ from pathlib import Path
 
 from cryptography import x509
 
+from sim.crypto.hashes import hash_size, measurement_base_hash
 from sim.crypto.identity import Identity, build_identity, load_identity
 from sim.devices.config_space import Bar, BarKind
 from sim.devices.doe_mailbox import DoeOutcome, DoeRequest
@@ -112,6 +113,7 @@ class DeviceSpec:
     cert_chain: bytes | str | Path | None = None  # identity from files instead of the seed (chain + leaf key)
     key: bytes | str | Path | None = None
     doe_interrupt: bool = False   # DOE capability advertises an interrupt (the host may wait on it)
+    measurement_digests: tuple[tuple[int, bytes], ...] = ()  # (index, digest) reported instead of measured
 
 
 @dataclasses.dataclass(frozen=True)
@@ -370,6 +372,15 @@ def _build_device(world: World, d: DeviceSpec, rp: RootPort, link: Link, index: 
         profile = make_profile(d.profile, d.id, d.firmware_version)
     except KeyError as exc:
         raise PlatformSpecError(f"device '{d.id}': {exc.args[0]}") from None
+    digest_size = hash_size(measurement_base_hash(profile.measurement_hash_algo))
+    for measurement_index, value in d.measurement_digests:
+        if len(value) != digest_size:
+            raise PlatformSpecError(f"device '{d.id}': measurement digest {measurement_index} is {len(value)} "
+                                    f"bytes, profile {d.profile} reports {digest_size}-byte digests")
+        try:
+            profile.measurements.report_digest(measurement_index, value)
+        except ValueError as exc:
+            raise PlatformSpecError(f"device '{d.id}': {exc}") from None
     env = world.protocol_env(dsm_path)
     identity = _identity(world, d, profile, dsm_path)
     dsm = _make_dsm(profile, identity, env, d, index + 1)

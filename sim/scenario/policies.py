@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from sim.crypto.identity import load_certificates
@@ -32,7 +33,8 @@ def platform_spec(scenario: S.Scenario, wiring: Wiring) -> PlatformSpec:
         devices.append(DeviceSpec(
             id=d.id, port=d.port, profile=str(d.profile), firmware_version=d.measurements.firmware,
             ca=d.identity.ca or d.id, tdis=tdis,
-            cert_chain=d.identity.cert_chain if files else None, key=d.identity.key if files else None))
+            cert_chain=d.identity.cert_chain if files else None, key=d.identity.key if files else None,
+            measurement_digests=tuple((i, bytes.fromhex(v)) for i, v in sorted(d.measurements.digests.items()))))
     return PlatformSpec(root_ports=ports, devices=tuple(devices))
 
 
@@ -69,24 +71,61 @@ def verification_policy(scenario: S.Scenario, platform: Platform, policy: S.Gues
                               require_signed_measurements=policy.require_signed_measurements)
 
 
-def guest_policy(scenario: S.Scenario, platform: Platform, guest: S.Guest) -> GuestPolicy:
+# the expected_reports fields that name one interface_info bit each (TDISP §11.3.11)
+REPORT_BITS: tuple[tuple[str, InterfaceInfo], ...] = (
+    ("no_fw_update", InterfaceInfo.NO_FW_UPDATE), ("dma_without_pasid", InterfaceInfo.DMA_WITHOUT_PASID),
+    ("dma_with_pasid", InterfaceInfo.DMA_WITH_PASID), ("ats", InterfaceInfo.ATS_ENABLED),
+    ("prs", InterfaceInfo.PRS_ENABLED))
+
+
+def report_expectation(entries: Iterable[S.ExpectedReport]) -> ReportExpectation:
+    """One TDI's report requirement from the expected_reports entries naming it, combined field by field.
+
+    Entries that contradict each other (a bit required true by one and false by another, or two MMIO
+    range counts) cannot both hold, so the result records the contradiction in ``conflicts`` and refuses
+    every report: a requirement is never dropped in favour of the other."""
     info_set = InterfaceInfo(0)
     info_clear = InterfaceInfo(0)
     ranges: int | None = None
-    for rep in guest.policy.expected_reports:
-        for flag, value in ((InterfaceInfo.NO_FW_UPDATE, rep.no_fw_update),
-                            (InterfaceInfo.DMA_WITHOUT_PASID, rep.dma_without_pasid),
-                            (InterfaceInfo.DMA_WITH_PASID, rep.dma_with_pasid),
-                            (InterfaceInfo.ATS_ENABLED, rep.ats), (InterfaceInfo.PRS_ENABLED, rep.prs)):
-            if value is True:
+    conflicts: list[str] = []
+    for rep in entries:
+        for name, flag in REPORT_BITS:
+            value = getattr(rep, name)
+            if value is None:
+                continue
+            if flag & (info_clear if value else info_set):
+                conflicts.append(f"{name} both true and false")
+            if value:
                 info_set |= flag
-            elif value is False:
+            else:
                 info_clear |= flag
         if rep.mmio is not None:
-            ranges = len(rep.mmio)
+            if ranges is not None and ranges != len(rep.mmio):
+                conflicts.append(f"mmio both {ranges} and {len(rep.mmio)} ranges")
+            ranges = len(rep.mmio) if ranges is None else ranges
+    return ReportExpectation(info_set=info_set, info_clear=info_clear, mmio_ranges=ranges,
+                             conflicts=tuple(dict.fromkeys(conflicts)))
+
+
+def report_expectations(scenario: S.Scenario, guest: S.Guest) -> dict[tuple[str, int], ReportExpectation]:
+    """A guest's report requirements per TDI, keyed (device id, function of the named TDI): each entry of
+    its expected_reports applies to that TDI only; a TDI no entry names has no requirement here."""
+    grouped: dict[tuple[str, int], list[S.ExpectedReport]] = {}
+    for rep in guest.policy.expected_reports:
+        device = scenario.device(rep.device)
+        function = next((t.function for t in device.tdis if t.id == rep.tdi), None)
+        if function is None:  # the schema's cross-reference check rejects this before a run
+            raise ValueError(f"guest '{guest.id}': device '{rep.device}' has no TDI '{rep.tdi}'")
+        grouped.setdefault((rep.device, function), []).append(rep)
+    return {key: report_expectation(entries) for key, entries in grouped.items()}
+
+
+def guest_policy(scenario: S.Scenario, platform: Platform, guest: S.Guest) -> GuestPolicy:
+    """A guest's policy: its roots, each device's reference measurements, and each TDI's expected report
+    (the guest-wide ``report`` stays the default, no interface-report requirement)."""
     return GuestPolicy(verification_policy(scenario, platform, guest.policy, None),
-                       ReportExpectation(info_set=info_set, info_clear=info_clear, mmio_ranges=ranges),
-                       per_device={d: verification_policy(scenario, platform, guest.policy, d) for d in guest.devices})
+                       per_device={d: verification_policy(scenario, platform, guest.policy, d) for d in guest.devices},
+                       per_tdi=report_expectations(scenario, guest))
 
 
 def host_policy(scenario: S.Scenario, platform: Platform) -> VerificationPolicy:

@@ -22,6 +22,7 @@ from typing import Any, TextIO
 from sim import __version__
 from sim.crypto.algorithms import BaseHashAlgo
 from sim.crypto.hashes import digest
+from sim.devices.dma import read_memory
 from sim.engine.exposure import Exposure
 from sim.engine.trace import Channel, JsonLinesSink, MemorySink, PcapSink, TraceEvent
 from sim.engine.world import World
@@ -307,25 +308,47 @@ class ModelRun:
         guest = self._guest_of(event.device)
         data = (hashlib.sha256(f"{self.scenario.seed}:{event.device}:{self.world.now}".encode()).digest()
                 * (event.bytes // 32 + 1))[:event.bytes]
-        if guest is not None:
+        read = event.direction is S.DmaDirection.READ
+        if guest is not None and read:
+            ok = yield from guest.device_dma_read(event.device, GUEST_DMA_BASE, data)
+        elif guest is not None:
             ok = yield from guest.device_dma(event.device, GUEST_DMA_BASE, data)
+        elif read:
+            # the host places the data in its own buffer; the device fetches it (plain requests: no TDI)
+            handle.root_port.host_memory.write(HOST_DMA_BASE, data)
+            got = yield from read_memory(self.world, handle.endpoint, 0, HOST_DMA_BASE, len(data), tee=False)
+            ok = got == data
         else:
             ok = handle.endpoint.dma_write(0, HOST_DMA_BASE, data)
             yield self.world.timeout(1000)
             ok = ok and handle.root_port.host_memory.read(HOST_DMA_BASE, len(data)) == data
-        self.world.trace.emit(event.device, "host-memory", Channel.LINK, b"",
-                              f"DMA {event.bytes} bytes {'arrived intact' if ok else 'FAILED'}")
+        verdict = "arrived intact" if ok else "FAILED"
+        if read:  # the data moves from memory to the device
+            self.world.trace.emit("host-memory", event.device, Channel.LINK, b"",
+                                  f"DMA read of {event.bytes} bytes {verdict}")
+        else:  # (worded as before reads existed, so the shipped scenarios' golden traces stay valid)
+            self.world.trace.emit(event.device, "host-memory", Channel.LINK, b"", f"DMA {event.bytes} bytes {verdict}")
         self.dma_log.setdefault(event.device, []).append(
-            {"t_ns": self.world.now, "bytes": event.bytes, "ok": bool(ok), "sample": data[:32].hex()})
+            {"t_ns": self.world.now, "bytes": event.bytes, "ok": bool(ok), "sample": data[:32].hex(),
+             "direction": str(event.direction)})
         if not ok:
-            self.notes.append(f"DMA of {event.bytes} bytes by {event.device} at {self.world.now} ns failed")
+            what = "DMA read" if read else "DMA"
+            self.notes.append(f"{what} of {event.bytes} bytes by {event.device} at {self.world.now} ns failed")
 
     def _on_mmio(self, event: S.MmioEvent) -> None:
         guest = self.actors.guests.get(event.guest)
         if guest is None:
             self.notes.append(f"mmio by {event.guest}: no such guest in {self.model}")
             return
-        guest.mmio_write(event.device, 0, b"\x5a" * 8)
+        tdis = self.scenario.device(event.device).tdis
+        tdi = next((t for t in tdis if t.id == event.tdi), None) if event.tdi is not None else \
+            next((t for t in tdis if t.function == 0), tdis[0] if tdis else None)
+        function, bar = (tdi.function, tdi.mmio[0].bar if tdi.mmio else 0) if tdi is not None else (0, 0)
+        fn = self.platform.device(event.device).endpoint.functions.get(function)
+        if fn is None or bar not in fn.header.bars:
+            self.notes.append(f"mmio by {event.guest} to {event.device}: function {function} has no BAR {bar}")
+            return
+        guest.mmio_write(event.device, 0, b"\x5a" * 8, function=function, bar=bar)
 
     def _on_dpc(self, event: S.DpcEvent) -> None:
         rp = self.platform.root_ports[event.port]

@@ -39,6 +39,7 @@ from sim.crypto.secrets import SecretClass
 from sim.engine.exposure import Exposure
 from sim.engine.timing import ComponentClass, Op
 from sim.protocols.spdm.outcome import FailureReason
+from sim.protocols.spdm.profile import DeviceMeasurements
 from sim.protocols.tsm import Phase  # noqa: F401  (milestones are the securing flow's phases)
 from sim.wire.tdisp import TdiState
 
@@ -90,7 +91,6 @@ class EventKind(enum.StrEnum):
     DMA = "dma"
     MMIO = "mmio"
     DPC = "dpc"
-    DPC_RELEASE = "dpc_release"
     D3COLD = "d3cold"
     D3COLD_EXIT = "d3cold_exit"
     FLR = "flr"
@@ -107,8 +107,9 @@ class EventKind(enum.StrEnum):
 
 
 class DmaDirection(enum.StrEnum):
-    """Seen from the device: a DMA read fetches memory, a DMA write stores to it (the run performs writes
-    only, whatever the direction)."""
+    """Seen from the device: a DMA write stores deterministic data into its owner's memory (posted MWr TLPs);
+    a DMA read fetches it (MRd TLPs, at most 32 outstanding, each failing after a 50 ms completion timeout),
+    after the owner has placed that data there."""
 
     READ = "read"
     WRITE = "write"
@@ -446,8 +447,9 @@ class Measurements(_Model):
     firmware: Text = "1.0.0"
     """Firmware version; the firmware digest (index 2) and version string (index 5) derive from it."""
     digests: dict[MeasurementIndex, HexDigest] = {}
-    """Digests by measurement index (1..254), in hex, sized for the profile's hash. Checked when the file
-    loads, but not yet applied: the device reports the digests derived from firmware."""
+    """Digests the device reports instead of measuring, by index, in hex, sized for the profile's hash:
+    1 immutable ROM, 2 mutable firmware, 3 hardware config, 4 firmware config (the indices it reports as
+    digests). An explicit index 2 stands until a firmware_update event measures the new firmware."""
 
 
 class MmioRange(_Model):
@@ -493,6 +495,12 @@ class Device(_Model):
 
     @model_validator(mode="after")
     def _digest_sizes(self) -> Device:
+        indices = DeviceMeasurements().digest_indices()
+        unknown = sorted(set(self.measurements.digests) - set(indices))
+        if unknown:
+            raise PydanticCustomError(
+                "digest_index", "measurement index {index} is not one the device reports as a digest (those are "
+                "{indices})", {"index": unknown[0], "indices": ", ".join(map(str, indices))})
         size = self.profile.digest_size
         bad = [i for i, d in self.measurements.digests.items() if len(d) != 2 * size]
         if bad:
@@ -555,9 +563,10 @@ class ExpectedMeasurements(_Model):
 
 
 class ExpectedReport(_Model):
-    """TDISP interface-report fields the guest requires before it accepts a TDI; an omitted field is not
-    checked. The requirements of all of a guest's expected_reports are combined and apply to every TDI the
-    guest accepts."""
+    """TDISP interface-report fields the guest requires before it accepts one TDI, the one named by `device`
+    and `tdi`; the guest's other TDIs and devices are judged without it. An omitted field is not checked.
+    Entries naming the same TDI combine field by field; entries that contradict each other (a field true in
+    one and false in another, or `mmio` lists of different lengths) are rejected."""
 
     device: Id
     """A device of this guest."""
@@ -585,9 +594,27 @@ class GuestPolicy(_Model):
     expected_measurements: dict[Id, ExpectedMeasurements] = {}
     """Reference values by device id (a device of this guest); devices not listed are not compared."""
     expected_reports: list[ExpectedReport] = []
-    """Interface-report fields required before a TDI is accepted."""
+    """Interface-report fields required before a TDI is accepted, per TDI: each entry applies only to the TDI
+    it names; a TDI no entry names has no interface-report requirement."""
     require_signed_measurements: Annotated[bool, Field(strict=True)] = True
     """Whether the device's measurements must come signed."""
+
+    @model_validator(mode="after")
+    def _reports_agree(self) -> GuestPolicy:
+        seen: dict[tuple[str, str], list[tuple[int, ExpectedReport]]] = {}
+        for j, rep in enumerate(self.expected_reports):
+            for k, earlier in seen.get((rep.device, rep.tdi), []):
+                for name in ("no_fw_update", "dma_without_pasid", "dma_with_pasid", "ats", "prs", "mmio"):
+                    mine, theirs = getattr(rep, name), getattr(earlier, name)
+                    if mine is None or theirs is None:
+                        continue
+                    if (len(mine) != len(theirs)) if name == "mmio" else (mine != theirs):
+                        raise PydanticCustomError(
+                            "report_conflict", "expected_reports[{j}].{field} contradicts expected_reports[{k}] "
+                            "for device '{device}' TDI '{tdi}'", {"j": j, "field": name, "k": k,
+                                                                   "device": rep.device, "tdi": rep.tdi})
+            seen.setdefault((rep.device, rep.tdi), []).append((j, rep))
+        return self
 
 
 class Guest(_Model):
@@ -691,8 +718,8 @@ class AssignEvent(_Event):
 
 
 class DmaEvent(_Event):
-    """The device writes deterministic data into its owner's memory (the guest's, or the host's); the run
-    records whether it arrived intact."""
+    """The device moves deterministic data to or from its owner's memory (the guest's, or the host's) by DMA;
+    the run records whether the data arrived intact."""
 
     event: Literal[EventKind.DMA]
     """The event kind."""
@@ -701,11 +728,14 @@ class DmaEvent(_Event):
     bytes: ByteSize
     """Amount of data: integer bytes or a string with a unit B, KiB, MiB or GiB, such as '64KiB'."""
     direction: DmaDirection = DmaDirection.WRITE
-    """Accepted, but the run performs a write whatever the direction."""
+    """write: the device stores the data into the owner's memory. read: the owner places the data, then the
+    device fetches it with Memory Reads. A read that gets no completion (refused, e.g. a non-TEE request to a
+    guest's TEE memory; lost to a reset or link down) fails after the 50 ms completion timeout."""
 
 
 class MmioEvent(_Event):
-    """A guest writes 8 bytes at offset 0 of BAR 0 of the device's function 0."""
+    """A guest writes 8 bytes at offset 0 of an MMIO range of the device: the first range of the named TDI
+    (its function and BAR), or of the device's function-0 TDI when no TDI is named."""
 
     event: Literal[EventKind.MMIO]
     """The event kind."""
@@ -714,22 +744,16 @@ class MmioEvent(_Event):
     guest: Id
     """The guest doing the write."""
     tdi: Id | None = None
-    """A TDI of the device; checked to exist, but the write goes to function 0, BAR 0 in any case."""
+    """A TDI of the device: the write goes to its function, at the BAR of its first MMIO range (BAR 0 when it
+    lists none)."""
 
 
 class DpcEvent(_Event):
-    """Software triggers Downstream Port Containment on a Root Port: the device behind it is reset."""
+    """Software triggers Downstream Port Containment on a Root Port: the link goes down and the device
+    behind it is reset. The host's DPC handling releases containment (clears Trigger Status, as Linux's
+    dpc_reset_link does) and recovers the device; there is no separate release event."""
 
     event: Literal[EventKind.DPC]
-    """The event kind."""
-    port: Id
-    """The Root Port."""
-
-
-class DpcReleaseEvent(_Event):
-    """Not modeled yet: the run skips it and says so in its notes."""
-
-    event: Literal[EventKind.DPC_RELEASE]
     """The event kind."""
     port: Id
     """The Root Port."""
@@ -830,25 +854,26 @@ class DoeAbortEvent(_Event):
 
 
 class DropDoeEvent(_Event):
-    """The next DOE object sent to the device's mailbox is lost on its way in."""
+    """The next DOE objects sent to the device's mailbox (count of them) are lost on their way in."""
 
     event: Literal[EventKind.DROP_DOE]
     """The event kind."""
     device: Id
     """The device."""
     count: Count = 1
-    """Accepted (1 or more), but the mailbox holds one pending drop: only the next object is lost."""
+    """How many objects are lost, one each, starting with the next (1 or more)."""
 
 
 class CorruptDoeEvent(_Event):
-    """One bit of the next DOE object sent to the device's mailbox flips on its way in."""
+    """One bit flips in each of the next DOE objects sent to the device's mailbox (count of them): payload
+    byte 0 bit 0 in the first, the next bit in each following one."""
 
     event: Literal[EventKind.CORRUPT_DOE]
     """The event kind."""
     device: Id
     """The device."""
     count: Count = 1
-    """Accepted (1 or more), but the mailbox holds one pending corruption: only the next object is hit."""
+    """How many objects are hit, one each, starting with the next (1 or more)."""
 
 
 class AdversaryEvent(_Event):
@@ -866,7 +891,7 @@ class AdversaryEvent(_Event):
 
 
 Event = Annotated[
-    BootEvent | AssignEvent | DmaEvent | MmioEvent | DpcEvent | DpcReleaseEvent | D3ColdEvent | D3ColdExitEvent
+    BootEvent | AssignEvent | DmaEvent | MmioEvent | DpcEvent | D3ColdEvent | D3ColdExitEvent
     | FlrEvent | HotResetEvent | LinkDownEvent | LinkUpEvent | KeyRefreshEvent | FirmwareUpdateEvent
     | SecondRequesterEvent | DoeAbortEvent | DropDoeEvent | CorruptDoeEvent | AdversaryEvent,
     Field(discriminator="event"),

@@ -52,6 +52,7 @@ from typing import Any
 from sim.crypto.algorithms import BaseHashAlgo
 from sim.crypto.hashes import digest
 from sim.crypto.identity import ChainStatus, verify_spdm_cert_chain
+from sim.devices.dma import read_memory
 from sim.engine.runner import SimGen, drive
 from sim.engine.timing import ComponentClass, Op
 from sim.engine.trace import Channel
@@ -109,15 +110,20 @@ class GuestModel(enum.StrEnum):
 
 @dataclasses.dataclass(frozen=True)
 class ReportExpectation:
-    """What the guest requires of a TDI's interface report (TDISP §11.3.11, PROTOCOLS.md §6.4)."""
+    """What the guest requires of a TDI's interface report (TDISP §11.3.11, PROTOCOLS.md §6.4).
+
+    ``conflicts`` names requirements that contradict each other (a bit required both set and clear, two
+    MMIO range counts): no report can meet them, so every report is refused with those words, never
+    accepted because one of the two requirements happened to be dropped."""
 
     info_set: InterfaceInfo = InterfaceInfo(0)       # interface_info bits that must be set
     info_clear: InterfaceInfo = InterfaceInfo(0)     # ... and bits that must be clear
     mmio_ranges: int | None = None                   # exact number of MMIO ranges, if given
     allow_non_tee_mmio: bool = True                  # whether IS_NON_TEE_MEM ranges are acceptable
+    conflicts: tuple[str, ...] = ()                  # contradictory requirements: nothing is acceptable
 
     def problems(self, report: TdiReport) -> list[str]:
-        out: list[str] = []
+        out: list[str] = [f"contradictory requirement: {c}" for c in self.conflicts]
         info = InterfaceInfo(report.interface_info)
         if (info & self.info_set) != self.info_set:
             out.append(f"interface_info {int(info):#x} lacks {int(self.info_set & ~info):#x}")
@@ -134,16 +140,25 @@ class ReportExpectation:
 @dataclasses.dataclass(frozen=True)
 class GuestPolicy:
     """The guest's verification policy: trusted roots and expected measurements (``verification``,
-    which also says whether measurements must be signed) and expected interface-report fields."""
+    which also says whether measurements must be signed) and expected interface-report fields.
+
+    Report requirements are per TDI: ``per_tdi`` keys are (device id, function); a TDI not listed
+    there is judged by ``report`` (what a policy built by hand sets for every TDI)."""
 
     verification: VerificationPolicy = VerificationPolicy()
     report: ReportExpectation = ReportExpectation()
     requester: RequesterConfig = RequesterConfig()
     # per device id, a policy of its own (its reference measurements); others use ``verification``
     per_device: Mapping[str, VerificationPolicy] = dataclasses.field(default_factory=dict)
+    # per (device id, function), the report requirement of that TDI; others use ``report``
+    per_tdi: Mapping[tuple[str, int], ReportExpectation] = dataclasses.field(default_factory=dict)
 
     def verification_for(self, device: str | None) -> VerificationPolicy:
         return self.per_device.get(device, self.verification) if device is not None else self.verification
+
+    def report_for(self, device: str | None, function: int = 0) -> ReportExpectation:
+        """The requirement on the report of ``device``'s TDI on ``function`` (None: the guest-wide one)."""
+        return self.per_tdi.get((device, function), self.report) if device is not None else self.report
 
 
 @dataclasses.dataclass
@@ -305,7 +320,8 @@ class Guest:
             if isinstance(stopped, PcisigFailure):
                 return self._failed(rec, f"STOP: {stopped}", str(stopped.reason))
         started = yield from drive(self.world, self.name, env.meter,
-                                   accept_and_start(owned.requester, owned.secured, interface, self._judge_report),
+                                   accept_and_start(owned.requester, owned.secured, interface,
+                                                    self._report_judge(device, function)),
                                    transport)
         if isinstance(started, TsmFailure):
             return self._failed(rec, str(started), started.reason)
@@ -360,9 +376,15 @@ class Guest:
     def _release_streams(self, device: str) -> SimGen[None]:
         yield from self._handler().release_all(device)
 
-    def _judge_report(self, report: InterfaceReport) -> str | None:
-        problems = self.policy.report.problems(report.report)
-        return "; ".join(problems) if problems else None
+    def _report_judge(self, device: str, function: int) -> Callable[[InterfaceReport], str | None]:
+        """The check the securing flow runs on the report of ``device``'s TDI on ``function``: that TDI's
+        own requirement, so that one TDI's expected report never constrains another (None = accept)."""
+        expectation = self.policy.report_for(device, function)
+
+        def judge(report: InterfaceReport) -> str | None:
+            problems = expectation.problems(report.report)
+            return "; ".join(problems) if problems else None
+        return judge
 
     def _failed(self, rec: TdiRecord, why: str, reason: str = "") -> bool:
         rec.failure = why
@@ -466,9 +488,9 @@ class Guest:
         body = info.body
         nbytes = len(body.certificates) + len(body.measurements) + len(body.report)
         yield self.world.delay(self.name, Op.HASH_PER_KIB, nbytes=nbytes)
-        problems = self.evidence_problems(body, device)
+        problems = self.evidence_problems(body, device, function)
         if problems:
-            findings = self.evidence_findings(body, device)
+            findings = self.evidence_findings(body, device, function)
             return self._failed(rec, "; ".join(problems), findings[0][0] if findings else "evidence-rejected")
         started = yield from self.guest_request(device, function, GuestRequestType.STATE_CHANGE)
         if started.status is not FwStatus.SUCCESS or not isinstance(started.body, GuestStateRsp) \
@@ -477,14 +499,18 @@ class Guest:
             return self._failed(rec, f"START: {status}", "start-refused")
         return self._accepted(rec)
 
-    def evidence_problems(self, info: TdiInfo, device: str | None = None) -> list[str]:
-        """Why the firmware's evidence does not satisfy this guest's policy for ``device`` ([] when it does)."""
-        return [text for _, text in self.evidence_findings(info, device)]
+    def evidence_problems(self, info: TdiInfo, device: str | None = None, function: int = 0) -> list[str]:
+        """Why the firmware's evidence does not satisfy this guest's policy for the TDI ([] when it does)."""
+        return [text for _, text in self.evidence_findings(info, device, function)]
 
-    def evidence_findings(self, info: TdiInfo, device: str | None = None) -> list[tuple[str, str]]:
+    def evidence_findings(self, info: TdiInfo, device: str | None = None, function: int = 0
+                          ) -> list[tuple[str, str]]:
         """(stable reason, words) for every way the evidence fails the policy; reasons are the requester's
         ``FailureReason`` values where one fits (digest-mismatch, untrusted-root, cert-chain-invalid,
-        malformed-response, measurement-mismatch) and "report-rejected" for the interface report."""
+        malformed-response, measurement-mismatch) and "report-rejected" for the interface report.
+
+        ``device`` and ``function`` say whose evidence it is, since TDI_INFO does not (None: the guest-wide
+        policy): the device picks the reference measurements, the function the report requirement."""
         out: list[tuple[str, str]] = []
         for what, blob, want in (("certificates", info.certificates, info.certificates_digest),
                                  ("measurements", info.measurements, info.measurements_digest),
@@ -516,7 +542,7 @@ class Guest:
         except DecodeError as exc:
             out.append((str(FailureReason.MALFORMED_RESPONSE), f"report: {exc}"))
         else:
-            out.extend(("report-rejected", p) for p in self.policy.report.problems(report))
+            out.extend(("report-rejected", p) for p in self.policy.report_for(device, function).problems(report))
         return out
 
     # ==============================================================================================
@@ -636,7 +662,8 @@ class Guest:
         secured.running = False
         rec.secure_started_ns = self.world.now
         started = yield from drive(self.world, self.name, owned.env.meter,
-                                   accept_and_start(owned.requester, secured, interface, self._judge_report),
+                                   accept_and_start(owned.requester, secured, interface,
+                                                    self._report_judge(device, function)),
                                    transport)
         if isinstance(started, TsmFailure):
             return self._failed(rec, str(started), started.reason)
@@ -673,14 +700,20 @@ class Guest:
     def bar_address(self, device: str, function: int = 0, bar: int = 0) -> int:
         return self._handle(device).endpoint.functions[function].header.bar_address(bar)
 
+    def _tee(self, device: str, function: int) -> bool:
+        """Whether this guest's accesses to and from the TDI are TEE requests (T=1): only while it runs."""
+        rec = self.tdis.get((device, function))
+        return rec is not None and rec.state is TdiState.RUN
+
     def mmio_write(self, device: str, offset: int, data: bytes, *, function: int = 0, bar: int = 0) -> None:
-        """A store to the TDI's BAR: a MWr from the Root Port (IDE-sealed on the link when Secure)."""
+        """A store to the TDI's BAR: a MWr from the Root Port (IDE-sealed on the link when Secure, T=1 while
+        the TDI runs)."""
         if len(data) % 4 or not data:
             raise ValueError("MMIO writes are whole DWs")
         handle = self._handle(device)
         address = self.bar_address(device, function, bar) + offset
         header = MemRequestHeader.write(handle.root_port.requester_id, self._next_tag(), address, len(data) // 4)
-        handle.root_port.send_tlp(Tlp(header, bytes(data)))
+        handle.root_port.send_tlp(Tlp(header, bytes(data)), tee=self._tee(device, function))
 
     def mmio_read(self, device: str, offset: int, length: int = 4, *, function: int = 0,
                   bar: int = 0) -> SimGen[bytes | None]:
@@ -698,7 +731,8 @@ class Guest:
         rp.completion_listeners.append(on_completion)
         try:
             address = self.bar_address(device, function, bar) + offset
-            rp.send_tlp(Tlp(MemRequestHeader.read(rp.requester_id, tag, address, (length + 3) // 4), b""))
+            rp.send_tlp(Tlp(MemRequestHeader.read(rp.requester_id, tag, address, (length + 3) // 4), b""),
+                        tee=self._tee(device, function))
             timeout = self.world.timeout(MMIO_READ_TIMEOUT_NS)
             yield done | timeout
         finally:
@@ -709,13 +743,21 @@ class Guest:
         """Have the device write ``data`` into guest memory (TEE request when the TDI runs); True if it
         arrived intact."""
         handle = self._handle(device)
-        rec = self.tdis.get((device, function))
-        tee = rec is not None and rec.state is TdiState.RUN
-        if not handle.endpoint.dma_write(function, address, bytes(data), tee=tee):
+        if not handle.endpoint.dma_write(function, address, bytes(data), tee=self._tee(device, function)):
             return False
         yield self.world.timeout(DMA_SETTLE_NS)
         padded = bytes(data) + bytes(-len(data) % 4)
         return handle.root_port.host_memory.read(address, len(padded)) == padded
+
+    def device_dma_read(self, device: str, address: int, data: bytes, *, function: int = 0) -> SimGen[bool]:
+        """Put ``data`` in guest memory and have the device fetch it with Memory Reads (TEE requests when
+        the TDI runs, as for writes); True if the device received exactly ``data``. A read the Root Port
+        refuses (non-TEE request to TEE memory) or that a reset loses ends at the completion timeout."""
+        handle = self._handle(device)
+        handle.root_port.host_memory.write(address, bytes(data))
+        got = yield from read_memory(self.world, handle.endpoint, function, address, len(data),
+                                     tee=self._tee(device, function))
+        return got == bytes(data)
 
 
 def _measurement_blocks(record: bytes) -> tuple[MeasurementBlock, ...]:

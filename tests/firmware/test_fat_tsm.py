@@ -125,9 +125,9 @@ def test_guest_gets_report_and_digests_then_runs() -> None:
     captured: list[TdiInfo] = []
     original = b.guest.evidence_problems
 
-    def spy(info: TdiInfo, device: str | None = None) -> list[str]:
+    def spy(info: TdiInfo, device: str | None = None, function: int = 0) -> list[str]:
         captured.append(info)
-        return original(info, device)
+        return original(info, device, function)
 
     b.guest.evidence_problems = spy  # type: ignore[method-assign]
     assert b.run(connect_bind_accept(b)) is True

@@ -454,6 +454,25 @@ def test_injected_drop_and_corruption() -> None:
     assert dsm.doe_payloads() == [(1, bytes.fromhex("90840000"))]
 
 
+def test_injected_faults_count_one_object_each() -> None:
+    """drop_doe/corrupt_doe with count N: N objects are affected, one each, in order; the next is clean."""
+    dsm = RecordingDsm()
+    _, mailbox, drv = build(dsm)
+    clock = ManualClock()
+    for _ in range(2):
+        mailbox.inject_drop()
+    for _ in range(2):
+        with pytest.raises(DoeDriverError):
+            clock.run(drv.exchange(1, 1, GET_VERSION))  # times out and aborts
+    assert dsm.doe_payloads() == []
+    mailbox.inject_corruption(8 * 8 + 7)  # payload byte 0, top bit
+    mailbox.inject_corruption(8 * 8 + 8)  # payload byte 1, bottom bit
+    for _ in range(3):
+        clock.run(drv.exchange(1, 1, GET_VERSION))
+    assert [p for _, p in dsm.doe_payloads()] == [bytes.fromhex("90840000"), bytes.fromhex("10850000"),
+                                                  bytes.fromhex("10840000")]
+
+
 def test_simpy_world_makes_the_answer_take_modeled_time() -> None:
     from sim.devices.endpoint import Endpoint
     from sim.engine.world import World

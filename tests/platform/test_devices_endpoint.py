@@ -46,11 +46,13 @@ class HostSide:
     """The Root Port end of the link, written independently of the device's IDE engine."""
 
     received: list[bytes] = field(default_factory=list)
+    tee: list[bool] = field(default_factory=list)  # the T bit the endpoint asked the link for, per TLP
     tx_counter: dict[SubStream, int] = field(default_factory=lambda: {s: 1 for s in SubStream})
     rx_counter: dict[SubStream, int] = field(default_factory=lambda: {s: 1 for s in SubStream})
 
-    def send_tlp(self, data: bytes) -> None:
+    def send_tlp(self, data: bytes, *, tee: bool = False) -> None:
         self.received.append(data)
+        self.tee.append(tee)
 
     def seal(self, header: MemRequestHeader, data: bytes, sub: SubStream) -> bytes:
         iv = bytes(4) + self.tx_counter[sub].to_bytes(8, "big")

@@ -53,6 +53,31 @@ def test_dma_over_secure_stream_is_ciphertext_on_the_wire() -> None:
         _independent_open(keys.upstream[SubStream.PR], 1, decode_tlp(wires[1]))  # type: ignore[arg-type]
 
 
+def test_the_t_bit_on_the_wire_is_the_requests_and_only_t1_reaches_tee_memory() -> None:
+    """The link seals for the endpoint with the T bit the endpoint asked for: a plain (T=0) DMA over the
+    Secure stream does not reach TEE memory, a TEE request (T=1) does; completions carry the request's T."""
+    p = build()
+    key_stream(p, stream_id=5)
+    p.rp.protect_tee_memory(0x10000, 0x1000)
+    assert p.ep.dma_write(0, 0x10000, PLAINTEXT)
+    p.world.run()
+    assert p.rp.host_memory.read(0x10000, 64) == bytes(64)
+    assert p.ep.dma_write(0, 0x10040, PLAINTEXT, tee=True)
+    p.world.run()
+    assert p.rp.host_memory.read(0x10040, 64) == PLAINTEXT
+    up = [decode_tlp(e.data) for e in p.sink.on(Channel.TLP) if e.source == p.ep_path]
+    assert [t.prefix.tee for t in up if isinstance(t, IdeTlp)] == [0, 1]
+    rid = p.ep.requester_id(0)  # RID association, so that completions to the device use the stream
+    p.rp.cfg_write(0x100 + 0x0C + 0x0C, rid << 8, by="host")
+    p.rp.cfg_write(0x100 + 0x0C + 0x10, rid << 8 | 1, by="host")
+    got: list[bytes] = []
+    assert p.ep.dma_read(0, 0x10040, 64, lambda status, data: got.append(data), tee=True)
+    p.world.run()
+    assert got == [PLAINTEXT]
+    down = [decode_tlp(e.data) for e in p.sink.on(Channel.TLP) if e.source == "rp0"]
+    assert [t.prefix.tee for t in down if isinstance(t, IdeTlp)] == [1]
+
+
 def test_dma_read_completion_comes_back_encrypted_in_cpl_substream() -> None:
     p = build()
     key_stream(p, stream_id=9)

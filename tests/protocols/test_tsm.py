@@ -132,7 +132,8 @@ def test_secure_device_keys_both_ends_with_matching_keys(identity: Identity) -> 
         dev_key = rig.device_slots.keys[(0, STREAM, KeySet.K0, key.direction, key.sub_stream)][0]
         assert rp_key == dev_key == key.key
     assert len({k.key for k in dev.keys.keys}) == 6
-    assert rig.marks == [Phase.VCA, Phase.KEY_EXCHANGE, Phase.KEY_PROG, Phase.K_SET_GO]
+    assert rig.marks == [Phase.VCA, Phase.CERTIFICATE, Phase.CHALLENGE, Phase.MEASUREMENTS, Phase.KEY_EXCHANGE,
+                         Phase.FINISH, Phase.KEY_PROG, Phase.K_SET_GO]
     # GO order: device Rx (IDE_KM), Root Port Rx, device Tx, Root Port Tx (TRUST_MODELS.md §4).
     rp_go = [r for r in rig.rp.log if isinstance(r, RootPortKeySet)]
     assert [r.direction for r in rp_go] == [Direction.RX, Direction.TX]

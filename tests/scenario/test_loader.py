@@ -203,7 +203,7 @@ def test_unknown_dict_key_enum_points_at_the_key() -> None:
 def test_unknown_event_and_missing_discriminator() -> None:
     text = edit("{event: boot, at: 0}", "{event: reboot, at: 0}")
     assert errors_of(text) == [f"s.yaml:{at(text, 'reboot')}: timeline[0].event: unknown event kind 'reboot' "
-                               "(expected one of: boot, assign, dma, mmio, dpc, dpc_release, d3cold, d3cold_exit, "
+                               "(expected one of: boot, assign, dma, mmio, dpc, d3cold, d3cold_exit, "
                                "flr, hot_reset, link_down, link_up, key_refresh, firmware_update, "
                                "second_requester, doe_abort, drop_doe, corrupt_doe, adversary)"]
     text = edit("{event: boot, at: 0}", "{at: 0}")

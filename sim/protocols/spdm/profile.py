@@ -88,6 +88,10 @@ class MeasuredItem:
     A device measures a component once, when it loads, and reports the stored digest afterwards:
     the digest under each algorithm is computed on first use and kept (the item is immutable; a
     firmware update replaces it). ``on_hash`` hears the bytes hashed when that happens.
+
+    ``reported_digest`` is a digest given rather than measured (a scenario stating what a component
+    measures as): it is what the device reports, under any measurement hash and even when raw bit
+    streams are requested, since the DSM holds no image behind it.
     """
 
     index: int
@@ -95,12 +99,15 @@ class MeasuredItem:
     content: bytes
     raw_only: bool = False
     tcb: bool = False
+    reported_digest: bytes | None = None
     _digests: dict[MeasurementHashAlgo, bytes] = dataclasses.field(
         default_factory=dict, init=False, repr=False, compare=False)
 
     def block(self, hash_algo: MeasurementHashAlgo, *, raw: bool,
               on_hash: Callable[[int], object] | None = None) -> MeasurementBlock:
         """The DMTF measurement block of this item, as a digest or as the raw bit stream."""
+        if self.reported_digest is not None:
+            return MeasurementBlock.dmtf(self.index, self.value_type, self.reported_digest)
         if self.raw_only or raw or hash_algo == MeasurementHashAlgo.RAW_BIT_STREAM_ONLY:
             return MeasurementBlock.dmtf(self.index, self.value_type, self.content, raw_bit_stream=True)
         value = self._digests.get(hash_algo)
@@ -148,6 +155,19 @@ class DeviceMeasurements:
             raise ValueError(f"measurement index {item.index} is outside 1..254")
         self._items[item.index] = item
         self.generation += 1
+
+    def digest_indices(self) -> tuple[int, ...]:
+        """The indices the device reports as digests (the others are raw bit streams)."""
+        return tuple(sorted(i for i, it in self._items.items() if not it.raw_only))
+
+    def report_digest(self, index: int, value: bytes) -> None:
+        """Report ``value`` as the digest of the item at ``index`` from now on (a firmware update of that
+        item measures anew). ValueError for an index the device does not report as a digest."""
+        item = self._items.get(index)
+        if item is None or item.raw_only:
+            raise ValueError(f"measurement index {index} is not one the device reports as a digest "
+                             f"(those are {', '.join(map(str, self.digest_indices()))})")
+        self.set(dataclasses.replace(item, reported_digest=bytes(value)))
 
     def update_firmware(self, version: str, image: bytes | None = None) -> None:
         """A firmware update: the mutable-firmware digest and the version string change."""
