@@ -650,8 +650,9 @@ def _rewrite_tdi_info(adv: Adversary, info: TdiInfo, device: str) -> TdiInfo | N
 
 
 def _sealed_request_device(adv: Adversary, frame: bytes) -> str | None:
-    """The device a sealed guest request is (most likely) about, as its carrier can tell: the guest id
-    in the clear header names the guest, and the VMM knows which device it assigned to that guest."""
+    """The device a sealed guest request is (most likely) about, from the frame alone: the guest id in the
+    clear header names the guest, and the VMM knows which devices it assigned to that guest (a guest with
+    several is ambiguous: only for frames the VMM did not relay itself, with no ``device:`` limit)."""
     try:
         decoded = decode_frame(frame)
     except DecodeError:
@@ -719,9 +720,22 @@ def _vmm_guest_requests(adv: Adversary) -> str | None:
             _flash_downgrade(run, h)
     seen: list[bytes] = []
     state = {"done": False}
+    # the device each sealed frame in transit is about: the guest names it when it hands the VMM the frame
+    # (as it names the TDI to bind), so the VMM tells one device's requests from another's of the same guest
+    relaying: dict[bytes, str] = {}
+    relay = vmm.relay_guest_request
+
+    def relay_guest_request(guest: str, device: str, frame: bytes, **kwargs: Any) -> SimGen:
+        relaying[bytes(frame)] = device
+        try:
+            return (yield from relay(guest, device, frame, **kwargs))
+        finally:
+            relaying.pop(bytes(frame), None)
 
     def issue(frame: bytes, *, caller: str = "host") -> SimGen:
-        device = _sealed_request_device(adv, frame)
+        device = relaying.get(bytes(frame))
+        if device is None and adv.device is None:
+            device = _sealed_request_device(adv, frame)
         if device is None or not adv.targets(device):
             return (yield from fw.issue(frame, caller=caller))
         seen.append(bytes(frame))
@@ -743,6 +757,7 @@ def _vmm_guest_requests(adv: Adversary) -> str | None:
         return answer
 
     vmm.firmware = _Proxy(fw, issue=issue)
+    vmm.relay_guest_request = relay_guest_request  # type: ignore[method-assign]
     return None
 
 
@@ -923,9 +938,11 @@ def _fat_command(adv: Adversary) -> str | None:
     the guest channel protects the guest from its carriers, not from the firmware at its other end."""
     fw = adv.run.actors.firmware
     assert isinstance(fw, FatTsm)
-    if adv.strategy is S.LIE_IN_REPORT:
+    if adv.strategy is S.LIE_IN_REPORT and adv.device is None:
         fw.lock_flags = LockInterfaceFlags(0)
         adv.act("locks TDIs without NO_FW_UPDATE")
+    elif adv.strategy is S.LIE_IN_REPORT:
+        _lock_without_no_fw_update(adv, fw)
     if adv.strategy is S.SUBSTITUTE_MEASUREMENTS:
         for h in adv.devices():
             _flash_downgrade(adv.run, h)
@@ -944,6 +961,31 @@ def _fat_command(adv: Adversary) -> str | None:
         return lie
     fw._tdi_info = tdi_info  # type: ignore[method-assign]
     return None
+
+
+def _key_port_targeted(adv: Adversary, service: KeySlotService, root_port: int) -> bool:
+    """Whether a key-slot command for the service's Root Port ``root_port`` keys a targeted device's
+    stream (one device per Root Port)."""
+    return adv.device is None or any(service.root_port_index(h.root_port) == root_port for h in adv.devices())
+
+
+def _lock_without_no_fw_update(adv: Adversary, fw: FatTsm) -> None:
+    """The fat TSM locks only the targeted device's TDIs without NO_FW_UPDATE: its lock flags are changed
+    for the TDI_BINDs of that device alone (the firmware core runs one command at a time, so no other
+    device's bind runs while they are changed)."""
+    bind = fw._tdi_bind
+    adv.act(f"locks {adv.device}'s TDIs without NO_FW_UPDATE")
+
+    def tdi_bind(active: Any, body: Any) -> SimGen:
+        dev = fw.devices.get(body.dev_handle)
+        if dev is None or not adv.targets(dev.device_id):
+            return (yield from bind(active, body))
+        honest, fw.lock_flags = fw.lock_flags, LockInterfaceFlags(0)
+        try:
+            return (yield from bind(active, body))
+        finally:
+            fw.lock_flags = honest
+    fw._tdi_bind = tdi_bind  # type: ignore[method-assign]
 
 
 def _known_keys(adv: Adversary) -> str | None:
@@ -965,13 +1007,14 @@ def _known_keys(adv: Adversary) -> str | None:
                     body = decode_frame(frame).body
                 except DecodeError:
                     body = None
-                if isinstance(body, ProgramKey):
+                if isinstance(body, ProgramKey) and _key_port_targeted(adv, vmm.slot_service, body.root_port):
                     adv.known_keys.append(bytes(body.key))
                     adv.act("keeps a copy of a key it writes for the guest", body.key + body.ifv)
                 return (yield from original(guest, frame))
             vmm.key_slot_hypercall = hypercall  # type: ignore[method-assign]
         else:
-            adv.act("keeps a copy of every key it programs (it reads them in the clear)")
+            whose = "" if adv.device is None else f" for {adv.device}"
+            adv.act(f"keeps a copy of every key it programs{whose} (it reads them in the clear)")
         return None
 
     def overwrite(device: str) -> None:
@@ -1006,17 +1049,30 @@ def _reprogram(adv: Adversary) -> str | None:
     return None
 
 
-def _scenario_resets(scenario: Any, model: TrustModel) -> bool:
-    return any(e.kind in RESET_EVENTS for e in scenario.timeline if e.models is None or model in e.models)
+def _scenario_resets(scenario: Any, model: TrustModel, device: str | None = None) -> bool:
+    """Whether the scenario resets a device under ``model`` (``device``: that one, by its id or its port)."""
+    port = next((d.port for d in scenario.platform.devices if d.id == device), None)
+
+    def hits(e: Any) -> bool:
+        return device is None or getattr(e, "device", None) == device or \
+            (port is not None and getattr(e, "port", None) == port)
+    return any(e.kind in RESET_EVENTS and hits(e) for e in scenario.timeline if e.models is None or model in e.models)
 
 
 def _skip_reauth(adv: Adversary) -> str | None:
-    """The host resumes without re-authenticating and tells nobody of resets; the VMM swallows reset notices."""
+    """The host resumes without re-authenticating and tells nobody of resets; the VMM swallows reset notices.
+    Limited to one device, the host skips only that device's re-authentication (``HostPolicy.reauth_excluded``)."""
     run = adv.run
     if not _scenario_resets(run.scenario, run.model):
         return _NO_RESET
+    if adv.device is not None and not _scenario_resets(run.scenario, run.model, adv.device):
+        return f"the scenario has no reset (DPC, hot reset, D3cold, FLR, link down) of {adv.device}"
     if adv.component is C.HOST_KERNEL:
-        run.host.policy = dataclasses.replace(run.host.policy, reauth_on_recovery=False)
+        if adv.device is None:
+            run.host.policy = dataclasses.replace(run.host.policy, reauth_on_recovery=False)
+        else:
+            run.host.policy = dataclasses.replace(
+                run.host.policy, reauth_excluded=run.host.policy.reauth_excluded | {adv.device})
         kinds = {HostEventKind.ERROR_DETECTED, HostEventKind.D3COLD_ENTERED, HostEventKind.RESET_DONE,
                  HostEventKind.RECOVERED, HostEventKind.FLR}
         wrapped = []

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+from collections.abc import Callable
 from typing import BinaryIO
 
 from rich.console import Console
@@ -121,6 +122,18 @@ def _int(text: str) -> int:
     return int(text, 0)
 
 
+def _ranged(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: an integer (decimal or 0x-prefixed) in low..high, else a usage error naming the range."""
+    def parse(text: str) -> int:
+        value = _int(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text} is outside {low}..{high:#x}" if high > 255 else
+                                             f"{text} is outside {low}..{high}")
+        return value
+    parse.__name__ = f"integer {low}..{high}"
+    return parse
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
         "attest",
@@ -145,10 +158,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--pcap", metavar="FILE", help="write every DOE object to FILE (pcap, link type 292)")
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
                    help=f"how long to wait for each answer (default {DEFAULT_TIMEOUT_S:g})")
-    p.add_argument("--interface", type=_int, default=DEFAULT_INTERFACE_FUNCTION_ID, metavar="FUNCTION_ID",
+    p.add_argument("--interface", type=_ranged(0, 0xFFFFFFFF), default=DEFAULT_INTERFACE_FUNCTION_ID, metavar="FUNCTION_ID",
                    help="TDISP interface FUNCTION_ID (default 0xBEEF, as spdm_requester_emu uses)")
-    p.add_argument("--port-index", type=_int, default=0, help="IDE_KM PortIndex (default 0)")
-    p.add_argument("--stream-id", type=_int, default=0, help="IDE Stream ID to key and lock with (default 0)")
+    p.add_argument("--port-index", type=_ranged(0, 255), default=0, help="IDE_KM PortIndex, 0-255 (default 0)")
+    p.add_argument("--stream-id", type=_ranged(0, 255), default=0,
+                   help="IDE Stream ID to key and lock with, 0-255 (default 0)")
     p.add_argument("--keep-server", action="store_true",
                    help="end with CONTINUE (the server keeps running) instead of SHUTDOWN")
     p.add_argument("--table", action="store_true", help="print one table at the end instead of a line per step")

@@ -9,7 +9,7 @@ from rich.tree import Tree
 
 from sim.commands.common import EXIT_FAILED, EXIT_OK, UserError, read_bytes, read_text
 from sim.wire.codec import DecodeError
-from sim.wire.dissect import KINDS, Layer, dissect, parse_hex
+from sim.wire.dissect import KINDS, Conversation, Layer, dissect, parse_hex
 
 
 def _render(layer: Layer, tree: Tree) -> None:
@@ -52,10 +52,13 @@ def cmd_decode(args: argparse.Namespace, console: Console) -> int:
             items = [("", parse_hex(" ".join(args.hex)))]
         except ValueError as exc:
             raise UserError(str(exc)) from None
+    # A capture is one conversation (or several interleaved): earlier records size the later ones.
+    conversation = Conversation(args.hash, args.asym) if args.pcap else None
     failed = 0
     for label, data in items:
         try:
-            layer = dissect(data, kind=args.kind, hash_name=args.hash, asym_name=args.asym)
+            layer = dissect(data, kind=args.kind, hash_name=args.hash or "sha384", asym_name=args.asym or "p384",
+                            conversation=conversation)
         except DecodeError as exc:
             failed += 1
             console.print(f"[red]{label}cannot decode[/red] {len(data)} bytes: {exc}")
@@ -77,8 +80,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     src.add_argument("--pcap", help="a pcap file of DOE data objects (as written by `tiosim run` or spdm-emu)")
     dec.add_argument("--as", dest="kind", choices=KINDS, default="auto",
                      help="what the bytes are (default: guess from the first bytes)")
-    dec.add_argument("--hash", default="sha384", choices=["sha256", "sha384", "sha512"],
-                     help="negotiated hash, sizes digest fields (default sha384)")
-    dec.add_argument("--asym", default="p384", choices=["p256", "p384", "rsa2048", "rsa3072"],
-                     help="negotiated signature algorithm, sizes signature fields (default p384)")
+    dec.add_argument("--hash", choices=["sha256", "sha384", "sha512"],
+                     help="negotiated hash, sizes digest fields (default sha384; with --pcap, what the "
+                          "capture's ALGORITHMS selected; given, it overrides that)")
+    dec.add_argument("--asym", choices=["p256", "p384", "rsa2048", "rsa3072"],
+                     help="negotiated signature algorithm, sizes signature and key-share fields (default p384; "
+                          "with --pcap, what the capture's ALGORITHMS selected; given, it overrides that)")
     dec.set_defaults(func=cmd_decode)

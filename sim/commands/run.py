@@ -44,12 +44,18 @@ def _load(path: str, seed: int | None) -> Scenario:
 def _models(scenario: Scenario, wanted: list[str] | None, path: str) -> list[TrustModel]:
     if not wanted:
         return list(scenario.models)
-    out = []
+    out: list[TrustModel] = []
     for name in wanted:
         try:
-            out.append(TrustModel(name))
+            model = TrustModel(name)
         except ValueError:
             raise UserError(f"--model {name}: expected one of {', '.join(m.value for m in TrustModel)}") from None
+        if model not in scenario.models:
+            # its expectations were written for the models it names; under another they would silently not apply
+            raise UserError(f"--model {name}: {path} runs under {', '.join(m.value for m in scenario.models)} "
+                            "(its `models:` key); add the model there to run it")
+        if model not in out:
+            out.append(model)
     return out
 
 

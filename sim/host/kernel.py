@@ -209,12 +209,19 @@ class HostPolicy:
     secure_streams: bool = True                   # attest + session + IDE stream (tsm); False: CMA only
     securing: SecuringOptions = SecuringOptions()
     reauth_on_recovery: bool = True
+    # devices the recovery path resumes without re-authenticating even with reauth_on_recovery on
+    # (a host compromised for one device's traffic only: adversary skip-reauth with ``device:``)
+    reauth_excluded: frozenset[str] = frozenset()
     parallel_boot: bool = False                   # secure devices concurrently (async probing) or one by one
     doe_wait: DoeWaitMode = DoeWaitMode.POLL
 
     def owns(self, device: str) -> bool:
         return self.attestation_policy is AttestationPolicy.OS_NATIVE and (
             self.host_owned is None or device in self.host_owned)
+
+    def reauthenticates(self, device: str) -> bool:
+        """Whether the recovery path re-authenticates (and re-keys) ``device`` after a reset."""
+        return self.owns(device) and self.reauth_on_recovery and device not in self.reauth_excluded
 
 
 @dataclasses.dataclass
@@ -655,7 +662,7 @@ class HostKernel:
                 rec.insecure_since_ns = rec.started_ns
                 dev.secured = dev.authenticated = False
                 self._trace(dev, Channel.IDE, "IDE stream Insecure after the FLR of function 0")
-                if self.policy.owns(device) and self.policy.reauth_on_recovery:
+                if self.policy.reauthenticates(device):
                     yield from self._reauthenticate(dev, rec)
         if function == 0:
             if was_ready is DeviceState.READY:
@@ -735,7 +742,7 @@ class HostKernel:
         rec.restored_ns = self.world.now
         self._trace(dev, Channel.LINK, "config state restored, DOE mailbox up")
         self._event(HostEventKind.RESET_DONE, dev.entry.id, str(rec.cause), record=rec)
-        if self.policy.owns(dev.entry.id) and self.policy.reauth_on_recovery:
+        if self.policy.reauthenticates(dev.entry.id):
             yield from self._reauthenticate(dev, rec)
         self._set_ready(dev)
         rec.resumed_ns = self.world.now
@@ -811,7 +818,7 @@ class HostKernel:
             if event.kind is not when or event.record is None:
                 return
             wanted = devices is not None and event.device in devices
-            if wanted or (devices is None and not (self.policy.owns(event.device) and self.policy.reauth_on_recovery)):
+            if wanted or (devices is None and not self.policy.reauthenticates(event.device)):
                 target(event.device, f"{event.record.cause}: {event.record.reason}")
         self.listeners.append(listener)
         return listener

@@ -1,4 +1,4 @@
-"""A PCIe Root Port: config space (type 1 header, PCIe, PM, IDE, DPC), key slots, link below.
+"""A PCIe Root Port: config space (type 1 header, PCIe, PM, IDE, DPC if built with it), key slots, link below.
 
 Software reaches the port through :meth:`RootPort.cfg_read` / :meth:`RootPort.cfg_write` (traced
 on the config channel, DW-granular with byte enables). The key slots behind the IDE capability
@@ -98,7 +98,7 @@ class RootPort:
 
     def __init__(self, world: World, path: str = "rp0", *, bus: int = 0, device: int = 1, function: int = 0,
                  segment: int = 0, streams: int = 4, addr_assoc: int = 1,
-                 key_principals: set[str] | None = None) -> None:
+                 key_principals: set[str] | None = None, dpc: bool = True) -> None:
         self.world = world
         self.path = path
         self.segment = segment
@@ -113,8 +113,12 @@ class RootPort:
         self.config.add_capability(PowerManagementCapability())
         self.ide = root_port_ide_capability(streams, addr_assoc, self._stream_control_written)
         self.config.add_ext_capability(self.ide)
-        self.dpc = DpcCapability(source_id=self.requester_id, on_contain=self._contained, on_release=self._released)
-        self.config.add_ext_capability(self.dpc)
+        # without DPC (``dpc=False``) the capability is absent: errors from below never contain the link
+        self.dpc: DpcCapability | None = None
+        if dpc:
+            self.dpc = DpcCapability(source_id=self.requester_id, on_contain=self._contained,
+                                     on_release=self._released)
+            self.config.add_ext_capability(self.dpc)
         self.config.add_write_observer(self._config_written)
         self._streams = [_StreamRuntime(b, StreamKeySlots()) for b in self.ide.selective_blocks()]
         self.key_port = KeyProgrammingPort(self, allowed=key_principals)
@@ -127,7 +131,8 @@ class RootPort:
         # the DPC interrupt (MSI): called on containment when DPC Interrupt Enable is set
         self.dpc_listeners: list[Callable[[DpcTriggerReason, DpcTriggerReasonExt | None], None]] = []
         self.pcie.set_link(up=False)
-        world.faults.offer(path, FaultKind.DPC_TRIGGER, self._fault)
+        if self.dpc is not None:
+            world.faults.offer(path, FaultKind.DPC_TRIGGER, self._fault)
         world.faults.offer(path, FaultKind.HOT_RESET, self._fault)
 
     # -- config space (software's view) ---------------------------------------------------------------
@@ -179,7 +184,7 @@ class RootPort:
     @property
     def keys_writable(self) -> bool:
         """Key slots are held in reset while the port is contained."""
-        return not self.dpc.triggered
+        return self.dpc is None or not self.dpc.triggered
 
     def keys_changed(self, block: int) -> None:
         self._evaluate(self._streams[block])
@@ -213,6 +218,14 @@ class RootPort:
             raise RuntimeError(f"{self.path} has no link")
         self.link.send(Side.ROOT_PORT, tlp.encode() if isinstance(tlp, Tlp) else bytes(tlp), tee=tee)
 
+    def posted_write_settle_ns(self, floor_ns: int) -> int:
+        """How long to wait after a device sent posted writes (MWr, all sent at once, no completion)
+        before their data is certainly in host memory: a round trip of the link below, but never less
+        than ``floor_ns`` (a caller's fixed wait, which covers the default hop: keeping it keeps traces
+        of runs at the default link latency as they were)."""
+        hop = self.link.hop_ns if self.link is not None else 0
+        return max(floor_ns, 2 * hop)
+
     def protect_tee_memory(self, base: int, size: int) -> None:
         """Mark host memory as a confidential guest's: only TEE requests (T=1, arrived in a Secure IDE
         stream) may read or write it, as a TEE-IO platform's IOMMU enforces for TDI DMA."""
@@ -230,7 +243,8 @@ class RootPort:
             tlp = decode_tlp(data)
         except DecodeError as exc:
             self.world.trace.emit(self.path, self.path, Channel.LINK, b"", f"malformed TLP from below: {exc}")
-            self.dpc.uncorrectable_error()  # a Malformed TLP is an uncorrectable (fatal) error
+            if self.dpc is not None:
+                self.dpc.uncorrectable_error()  # a Malformed TLP is an uncorrectable (fatal) error
             return
         if not isinstance(tlp, Tlp):
             return
@@ -254,11 +268,12 @@ class RootPort:
         """ERR_FATAL / ERR_NONFATAL received from below; returns whether DPC triggered."""
         self.world.trace.emit(self.link.endpoint_path if self.link else "?", self.path, Channel.LINK, b"",
                               f"ERR_{severity.name} from {source_id:04x}")
-        return self.dpc.error_received(severity, source_id)
+        return self.dpc is not None and self.dpc.error_received(severity, source_id)
 
     def surprise_link_down(self) -> None:
         """The link was lost without software asking: a Surprise Down error (uncorrectable)."""
-        self.dpc.uncorrectable_error()
+        if self.dpc is not None:
+            self.dpc.uncorrectable_error()
 
     def hot_reset(self, *, by: str, hold_ns: int = SBR_HOLD_NS) -> None:
         """Pulse Secondary Bus Reset as Linux does: set SBR, wait ``hold_ns``, clear it."""
@@ -395,7 +410,7 @@ class RootPort:
             self.link.hold_down("dpc", LinkReset.DPC)
         else:
             self.link_state_changed(LinkState.DOWN)
-        if self.dpc.status & DpcStatus.INTERRUPT:
+        if self.dpc is not None and self.dpc.status & DpcStatus.INTERRUPT:
             for listener in list(self.dpc_listeners):
                 listener(reason, ext)
 
@@ -408,7 +423,8 @@ class RootPort:
         if req.kind is FaultKind.DPC_TRIGGER:
             severity = str(req.params.get("severity", "fatal"))
             if severity == "uncorrectable":
-                self.dpc.uncorrectable_error()
+                if self.dpc is not None:
+                    self.dpc.uncorrectable_error()
             else:
                 self.error_message(ErrorSeverity(severity), self.link_partner_rid())
         elif req.kind is FaultKind.HOT_RESET:

@@ -8,7 +8,8 @@ has one link and therefore at most one device. :class:`Platform` looks everythin
 What the builder does is what hardware and pre-boot platform firmware do before the OS runs:
 
 * each Root Port at bus 0, device N+1, with its selective-stream register pool (``streams``), the
-  key-programming principals the trust model allows, and DPC trigger enabled (``dpc``), bus numbers
+  key-programming principals the trust model allows, a DPC capability with its trigger enabled (``dpc``;
+  without it the port has no DPC capability at all), bus numbers
   (primary 0, secondary = subordinate = N+1) and a 16 MiB memory window programmed;
 * each endpoint on the secondary bus (device 0) with one function per TDI function number, BARs from the
   TDIs' MMIO ranges, addresses assigned inside the port's window (BIOS-style). Memory Space / Bus Master
@@ -86,7 +87,7 @@ class RootPortSpec:
 
     name: str = "rp0"
     streams: int = 4
-    dpc: bool = True                              # DPC trigger on ERR_FATAL (and interrupt) enabled
+    dpc: bool = True                              # a DPC capability, trigger on ERR_FATAL enabled; False: none
     key_principals: frozenset[str] | None = None  # who may use the key-programming path (None: anyone)
     addr_assoc: int = 1
     link_hop_ns: int | None = None                # one-hop latency of the link below (None: timing model)
@@ -275,6 +276,18 @@ def _functions(spec: DeviceSpec) -> list[FunctionSpec]:
     out = []
     for n in range(count):
         bars = bars_of[n] or {0: Bar(0x4000, BarKind.MEM64)}
+        # Each 64-bit BAR takes its slot and the next of a type-0 header's six; check here so that a bad
+        # layout is a PlatformSpecError naming the device, not a ValueError from the config header.
+        owner_of: dict[int, int] = {}
+        for i in sorted(bars):
+            for slot in range(i, i + bars[i].slots):
+                if slot > 5:
+                    raise PlatformSpecError(f"device '{spec.id}' function {n} BAR {i}: a 64-bit BAR takes slots {i} "
+                                            f"and {i + 1}, an endpoint has slots 0-5 (expected BAR 0-4)")
+                if slot in owner_of:
+                    raise PlatformSpecError(f"device '{spec.id}' function {n} BAR {i}: slot {slot} is taken by "
+                                            f"64-bit BAR {owner_of[slot]} (expected BARs at least 2 apart)")
+                owner_of[slot] = i
         out.append(FunctionSpec(bars=bars))
     return out
 
@@ -303,7 +316,8 @@ def _check(spec: PlatformSpec) -> None:
 
 def _enable_dpc(rp: RootPort) -> None:
     """Pre-boot: DPC on ERR_FATAL with its interrupt (what Linux's DPC service driver sets up too)."""
-    assert rp.dpc.offset is not None
+    if rp.dpc is None or rp.dpc.offset is None:
+        raise PlatformSpecError(f"Root Port '{rp.path}' has no DPC capability to enable")
     ctl = int(DpcTriggerEnable.FATAL) | int(DpcCtl.INT_EN)
     rp.config.write(rp.dpc.offset + DPC_CAP_CTL + 2, ctl, 2)
 
@@ -335,7 +349,8 @@ def build_platform(world: World, spec: PlatformSpec | None = None) -> Platform:
     port_index: dict[str, int] = {}
     for i, p in enumerate(spec.root_ports):
         rp = RootPort(world, p.name, bus=0, device=i + 1, streams=p.streams, addr_assoc=p.addr_assoc,
-                      key_principals=set(p.key_principals) if p.key_principals is not None else None)
+                      key_principals=set(p.key_principals) if p.key_principals is not None else None,
+                      dpc=p.dpc)  # dpc: false means no DPC capability at all, not one left disabled
         if p.dpc:
             _enable_dpc(rp)
         root_ports[p.name] = rp

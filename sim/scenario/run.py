@@ -42,6 +42,7 @@ from sim.wire.spdm.version import GetVersion
 
 GUEST_DMA_BASE = 0x1000_0000   # confidential guests' DMA buffers: TEE memory (T=1 requests only)
 HOST_DMA_BASE = 0x2000_0000    # the host's own DMA buffers
+HOST_DMA_SETTLE_NS = 1000      # least wait before the host checks a device's DMA write (RootPort.posted_write_settle_ns)
 TEE_MEMORY_SIZE = 0x1000_0000
 SEQUENCE_LIMIT = 200
 HORIZON_NS = 600 * 1_000_000_000  # a run stops at the latest at 10 simulated minutes after its last event
@@ -59,6 +60,15 @@ class RunArtifacts:
 
     trace: TextIO | None = None
     pcap: Any = None
+
+
+@dataclasses.dataclass(eq=False)
+class _PendingEvent:
+    """A timeline event not yet fired: waiting for its milestone (``due_ns`` None) or for its time."""
+
+    event: S.Event
+    trigger: int | S.During | S.After
+    due_ns: int | None = None
 
 
 class ModelRun:
@@ -100,10 +110,11 @@ class ModelRun:
         self.attestations: dict[str, dict[str, Any]] = {}   # device -> verifier -> its latest verdict
         self.attestation_log: dict[tuple[str, str], list[dict[str, Any]]] = {}   # every verdict, in order
         self.fault_times: dict[str, list[tuple[int, str]]] = {d: [] for d in self.watch.devices}
-        self.checks: list[tuple[S.Expectation, bool, str]] = []
+        self.checks: list[tuple[int, S.Expectation, bool, str]] = []   # (position in the file's expect:, ...)
         self._occurrences: dict[tuple[str, str], int] = {}
-        self._pending: list[tuple[S.Event, Any]] = []
+        self._pending: list[_PendingEvent] = []   # every timeline event until it fires; left over: noted
         self._connected: dict[str, Any] = {}
+        self._assigning: dict[str, str] = {}   # device -> guest an assignment under way is giving it to
         self._boot_assign = [(d.id, d.owner) for d in scenario.platform.devices if d.owner != S.HOST]
         self.world.milestone_listeners.append(self._milestone)
         self.host.listeners.append(self._on_host_event)
@@ -121,16 +132,17 @@ class ModelRun:
             self.world.call_at(0, self._boot)
         for event in events:
             trigger = event.trigger
+            pending = _PendingEvent(event, trigger)
+            self._pending.append(pending)
             if isinstance(trigger, int):
                 last = max(last, trigger)
-                self.world.call_at(trigger, lambda e=event: self._fire(e))
-            else:
-                self._pending.append((event, trigger))
-        for exp in self.scenario.expect:
+                pending.due_ns = trigger
+                self.world.call_at(trigger, lambda p=pending: self._fire_pending(p))
+        for position, exp in enumerate(self.scenario.expect):
             if self._applies(exp) and exp.at != "end":
                 at = int(exp.at)
                 last = max(last, at)
-                self.world.call_at(at, lambda x=exp: self._check(x, at_ns=self.world.now))
+                self.world.call_at(at, lambda x=exp, i=position: self._check(x, i, at_ns=self.world.now))
         return last
 
     def _milestone(self, device: str, phase: str, owner: str) -> None:
@@ -139,11 +151,33 @@ class ModelRun:
             rec.phases.append((self.world.now, phase, owner))
         key = (device, phase)
         self._occurrences[key] = n = self._occurrences.get(key, 0) + 1
-        for event, trigger in list(self._pending):
-            if trigger.device == device and str(trigger.phase) == phase and trigger.occurrence == n:
-                self._pending.remove((event, trigger))
+        for pending in self._pending:
+            trigger = pending.trigger
+            if (pending.due_ns is None and not isinstance(trigger, int) and trigger.device == device
+                    and str(trigger.phase) == phase and trigger.occurrence == n):
                 delay = trigger.delay if isinstance(trigger, S.After) else 0
-                self.world.call_later(delay, lambda e=event: self._fire(e))
+                pending.due_ns = self.world.now + delay
+                self.world.call_later(delay, lambda p=pending: self._fire_pending(p))
+
+    def _fire_pending(self, pending: _PendingEvent) -> None:
+        self._pending.remove(pending)
+        self._fire(pending.event)
+
+    def _note_unfired(self, horizon_ns: int) -> None:
+        """Every timeline event that never fired is a note: its milestone was not reached, or it was due
+        past the horizon (an ``after:`` delay can carry it beyond the run's last moment)."""
+        for p in self._pending:
+            trigger, kind = p.trigger, p.event.kind.value
+            if p.due_ns is None and not isinstance(trigger, int):
+                self.notes.append(f"event '{kind}' waiting for {trigger.device} {trigger.phase} "
+                                  f"(occurrence {trigger.occurrence}) never fired: the milestone was not reached")
+            elif isinstance(trigger, int):
+                self.notes.append(f"event '{kind}' at {trigger} ns never fired: the run stopped at {horizon_ns} ns")
+            else:
+                how = "after" if isinstance(trigger, S.After) else "during"
+                self.notes.append(f"event '{kind}' {how} {trigger.device} {trigger.phase} (occurrence "
+                                  f"{trigger.occurrence}) was due at {p.due_ns} ns and never fired: the run stops "
+                                  f"at {horizon_ns} ns, {HORIZON_NS // 1_000_000_000} s after its last fixed time")
 
     def _fire(self, event: S.Event) -> None:
         handler = getattr(self, f"_on_{event.kind.value}", None)
@@ -273,9 +307,32 @@ class ModelRun:
             self.notes.append(f"{self.model}: {device} assigned to {guest} stays host-owned (no TDISP in this model)")
             self.world.trace.emit("vmm", guest, Channel.LINK, b"", f"assign {device} to {guest}: host keeps it secured")
             return
+        owner = self.actors.vmm.owner_of(device) or self._assigning.get(device)
+        if owner == guest:
+            # assigning again would re-run the securing flow on top of the running TDI and break it
+            how = "already owns" if self.actors.vmm.owner_of(device) == guest else "is already being given"
+            self.notes.append(f"assign of {device} to {guest} at {self.world.now} ns ignored: {guest} {how} it")
+            return
+        self._assigning[device] = guest
         self._process(self._assign_proc(device, guest))
 
     def _assign_proc(self, device: str, guest: str) -> Any:
+        try:
+            yield from self._hand_over(device, guest)
+        finally:  # from here on the VMM's record says who owns it (or the assignment failed)
+            if self._assigning.get(device) == guest:
+                del self._assigning[device]
+        g = self.actors.guests[guest]
+        if self.wiring.guest_devices is Securer.FIRMWARE:
+            connected = self._connected.get(device)
+            if connected is not None:
+                yield connected  # the TSM binds TDIs of connected devices only
+            yield from self.actors.vmm.bind_tdi(device)
+        yield from g.secure(device)
+        self._sync_guest_attestations()
+
+    def _hand_over(self, device: str, guest: str) -> Any:
+        """After boot, the host lets the device go and the VMM passes it through to ``guest``."""
         host, vmm = self.host, self.actors.vmm
         if self.boot_ns is None or not host.booted.triggered:
             yield host.booted
@@ -287,14 +344,6 @@ class ModelRun:
                 yield from host.platform_handler(device, ReleaseStream(device, dev.last_secure.value.stream_id))
         host.policy = dataclasses.replace(host.policy, host_owned=(host.policy.host_owned or frozenset()) - {device})
         vmm.assign(device, guest)
-        g = self.actors.guests[guest]
-        if self.wiring.guest_devices is Securer.FIRMWARE:
-            connected = self._connected.get(device)
-            if connected is not None:
-                yield connected  # the TSM binds TDIs of connected devices only
-            yield from vmm.bind_tdi(device)
-        yield from g.secure(device)
-        self._sync_guest_attestations()
 
     def _guest_of(self, device: str) -> Any:
         owner = self.actors.vmm.owner_of(device)
@@ -320,7 +369,7 @@ class ModelRun:
             ok = got == data
         else:
             ok = handle.endpoint.dma_write(0, HOST_DMA_BASE, data)
-            yield self.world.timeout(1000)
+            yield self.world.timeout(handle.root_port.posted_write_settle_ns(HOST_DMA_SETTLE_NS))
             ok = ok and handle.root_port.host_memory.read(HOST_DMA_BASE, len(data)) == data
         verdict = "arrived intact" if ok else "FAILED"
         if read:  # the data moves from memory to the device
@@ -352,6 +401,10 @@ class ModelRun:
 
     def _on_dpc(self, event: S.DpcEvent) -> None:
         rp = self.platform.root_ports[event.port]
+        if rp.dpc is None:
+            self.notes.append(f"dpc event at {self.world.now} ns on {event.port} skipped: the port has no DPC "
+                              "capability (root_ports[].dpc is false)")
+            return
         for d in self._devices_behind(event.port):
             self._fault(d, "dpc")
         rp.dpc.trigger(DpcTriggerReason.IN_EXTENSION, DpcTriggerReasonExt.SW_TRIGGER)
@@ -441,21 +494,19 @@ class ModelRun:
         self.world.run(until=last + HORIZON_NS)
         # the run ends with its last activity, not at the horizon
         self.end_ns = max([last] + [e.time_ns for e in self.memory.events[-1:]])
-        if self._pending:
-            for event, trigger in self._pending:
-                self.notes.append(f"event '{event.kind.value}' waiting for {trigger.device} {trigger.phase} "
-                                  f"(occurrence {trigger.occurrence}) never fired: the milestone was not reached")
+        self._note_unfired(last + HORIZON_NS)
         for h in self.platform.devices:
             if self.host.policy.owns(h.id) and S.Verifier.HOST_KERNEL.value not in self.attestations.get(h.id, {}):
                 self._record_host_attestation(h.id)
-        for exp in self.scenario.expect:
+        for position, exp in enumerate(self.scenario.expect):
             if self._applies(exp) and exp.at == "end":
-                self._check(exp, at_ns=None)
+                self._check(exp, position, at_ns=None)
         return self.result()
 
-    def _check(self, exp: S.Expectation, *, at_ns: int | None) -> None:
+    def _check(self, exp: S.Expectation, position: int, *, at_ns: int | None) -> None:
+        """Check ``exp`` (at ``position`` in the scenario's ``expect:`` list) now."""
         held, detail = evaluate(self, exp, at_ns)
-        self.checks.append((exp, held, detail))
+        self.checks.append((position, exp, held, detail))
 
     # -- the result --------------------------------------------------------------------------------------
 
@@ -514,8 +565,9 @@ class ModelRun:
             "crypto_ops": {p: dict(sorted(ops.items())) for p, ops in sorted(self.world.crypto_ops.items())},
             "exposure": exposure.to_json(),
             "roles": {p: str(component_role(self, p)) for p in exposure.components if component_role(self, p)},
+            # index: the position in the file's expect: list (checks with at: run first; file order here)
             "expectations": [{"index": i, "text": describe(x), "held": held, "detail": detail}
-                             for i, (x, held, detail) in enumerate(self.checks)],
+                             for i, x, held, detail in sorted(self.checks, key=lambda c: c[0])],
             "notes": self.notes,
             "sequence": sequence(self.memory.events, self.platform.devices[0].path if self.platform.devices else ""),
             "trusted_base": None,

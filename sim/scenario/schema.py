@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -41,6 +42,7 @@ from sim.engine.timing import ComponentClass, Op
 from sim.protocols.spdm.outcome import FailureReason
 from sim.protocols.spdm.profile import DeviceMeasurements
 from sim.protocols.tsm import Phase  # noqa: F401  (milestones are the securing flow's phases)
+from sim.scenario.platform import PORT_WINDOW_SIZE
 from sim.wire.tdisp import TdiState
 
 # --- closed sets --------------------------------------------------------------------------------
@@ -351,6 +353,24 @@ ByteSize = Annotated[int, BeforeValidator(parse_size), WithJsonSchema({
     "anyOf": [{"type": "integer", "minimum": 1},
               {"type": "string", "pattern": SIZE_PATTERN, "description": "a number with a unit: B, KiB, MiB, GiB"}]
 })]
+DMA_MAX_BYTES = 16 << 20
+"""Largest DMA event: the run moves one TLP per 256 B, so 16 MiB is already 65536 TLPs."""
+
+
+def _dma_size(value: int) -> int:
+    """Refuse a DMA the run would take too long to simulate (a 16 MiB read already takes about a minute)."""
+    if value > DMA_MAX_BYTES:
+        raise PydanticCustomError("size", "DMA too large: the run moves one TLP per 256 B (expected at most 16MiB "
+                                  "= {most} bytes, got {got} bytes)", {"most": DMA_MAX_BYTES, "got": value})
+    return value
+
+
+DmaSize = Annotated[ByteSize, AfterValidator(_dma_size), WithJsonSchema({
+    "anyOf": [{"type": "integer", "minimum": 1, "maximum": DMA_MAX_BYTES},
+              {"type": "string", "pattern": SIZE_PATTERN,
+               "description": "a number with a unit: B, KiB, MiB, GiB (at most 16MiB)"}]
+})]
+"""Bytes of one DMA event, 1 B to 16 MiB; in YAML an integer or a string with a unit ("64KiB")."""
 When = Annotated[int | Literal["end"], BeforeValidator(parse_when), WithJsonSchema({
     "anyOf": [{"const": "end"}, *_DURATION_SCHEMA["anyOf"]]
 })]
@@ -452,13 +472,46 @@ class Measurements(_Model):
     digests). An explicit index 2 stands until a firmware_update event measures the new firmware."""
 
 
-class MmioRange(_Model):
-    """One MMIO range of a TDI: a BAR of its function and its size."""
+MMIO_PAGE = 4096
+"""Bytes of one MMIO page (a range's `pages` unit)."""
+MMIO_MAX_PAGES = PORT_WINDOW_SIZE // MMIO_PAGE
+"""The most pages one range can have: the whole of a Root Port's memory window (16 MiB)."""
+DEFAULT_MMIO_PAGES = 4
+"""Pages of the range a function gets when no TDI gives it one (16 KiB in BAR 0, as the platform builds it)."""
+MMIO_MAX_BAR = 4
+"""The highest BAR index a range can use: a 64-bit BAR takes its slot and the next, of slots 0-5."""
+_PAGE_COUNTS = [1 << n for n in range(MMIO_MAX_PAGES.bit_length())]
 
-    bar: Annotated[int, Field(strict=True, ge=0, le=5)]
-    """BAR index, 0-5."""
-    pages: Annotated[int, Field(strict=True, ge=1)]
-    """Size in 4 KiB pages."""
+
+def _bar_index(value: int) -> int:
+    """Every range is a 64-bit BAR, two of a function's six slots: BAR 5 has no slot above it."""
+    if value > MMIO_MAX_BAR:
+        raise PydanticCustomError("bar", "BAR {got} cannot be a 64-bit BAR: it takes slots {got} and {above}, and a "
+                                  "function has slots 0-5 (expected 0-{most})",
+                                  {"got": value, "above": value + 1, "most": MMIO_MAX_BAR})
+    return value
+
+
+def _bar_pages(value: int) -> int:
+    """A range becomes one BAR, whose size must be a power of two that fits the port's window."""
+    if value & (value - 1) or value > MMIO_MAX_PAGES:
+        raise PydanticCustomError("pages", "bad page count: a BAR's size is a power of two and at most the Root "
+                                  "Port's 16 MiB window (expected one of 1, 2, 4, ... {most}, got {got})",
+                                  {"most": MMIO_MAX_PAGES, "got": value})
+    return value
+
+
+class MmioRange(_Model):
+    """One MMIO range of a TDI: a 64-bit memory BAR of its function and its size. A 64-bit BAR takes two
+    slots of the function's six (bar and bar + 1), so BARs of one function are at least 2 apart (0, 2, 4)."""
+
+    bar: Annotated[int, Field(strict=True, ge=0), AfterValidator(_bar_index),
+                   WithJsonSchema({"type": "integer", "minimum": 0, "maximum": MMIO_MAX_BAR})]
+    """BAR index, 0-4: a 64-bit BAR takes slots bar and bar + 1 (of 0-5), so BARs of one function are at least 2
+    apart, such as 0, 2 and 4."""
+    pages: Annotated[int, Field(strict=True, ge=1), AfterValidator(_bar_pages),
+                     WithJsonSchema({"type": "integer", "enum": _PAGE_COUNTS})]
+    """Size in 4 KiB pages: a power of two, 1 to 4096 (16 MiB, a Root Port's whole window)."""
 
 
 class Tdi(_Model):
@@ -468,10 +521,12 @@ class Tdi(_Model):
 
     id: Id
     """TDI id, unique within the device; referenced by tdi_state expectations and expected_reports."""
-    function: Annotated[int, Field(strict=True, ge=0, le=255)] = 0
-    """The PCIe function of the device that this TDI is."""
+    function: Annotated[int, Field(strict=True, ge=0, le=7)] = 0
+    """The PCIe function of the device that this TDI is, 0-7 (one TDI per function; the device has functions 0
+    up to the highest named, each without a TDI getting one 16 KiB BAR)."""
     mmio: list[MmioRange] = []
-    """The TDI's MMIO ranges (default when empty: one 16 KiB range in BAR 0)."""
+    """The TDI's MMIO ranges (default when empty: one 16 KiB range in BAR 0). With those of the device's other
+    functions they must fit the Root Port's 16 MiB memory window, each BAR aligned to its size."""
 
 
 class Device(_Model):
@@ -644,8 +699,10 @@ class During(_Model):
     device: Id
     """The device whose milestone triggers the event."""
     phase: Phase
-    """Milestone: VCA, KEY_EXCHANGE, KEY_PROG, K_SET_GO, LOCK, REPORT, START or RUN are reached (the other
-    names are accepted but never reached)."""
+    """Milestone: a phase of the securing flow, reached as it starts: VCA, CERTIFICATE (first GET_DIGESTS or
+    GET_CERTIFICATE), CHALLENGE, MEASUREMENTS (first GET_MEASUREMENTS), KEY_EXCHANGE, FINISH, KEY_PROG, K_SET_GO,
+    and, for a device given to a guest (fat, thin-guest, thin-vmm), LOCK, REPORT, START, RUN. A phase the flow
+    skips is not reached."""
     occurrence: Count = 1
     """Which time the device reaches the milestone, counted over the whole run (1 = the first)."""
 
@@ -656,8 +713,10 @@ class After(_Model):
     device: Id
     """The device whose milestone triggers the event."""
     phase: Phase
-    """Milestone: VCA, KEY_EXCHANGE, KEY_PROG, K_SET_GO, LOCK, REPORT, START or RUN are reached (the other
-    names are accepted but never reached)."""
+    """Milestone: a phase of the securing flow, reached as it starts: VCA, CERTIFICATE (first GET_DIGESTS or
+    GET_CERTIFICATE), CHALLENGE, MEASUREMENTS (first GET_MEASUREMENTS), KEY_EXCHANGE, FINISH, KEY_PROG, K_SET_GO,
+    and, for a device given to a guest (fat, thin-guest, thin-vmm), LOCK, REPORT, START, RUN. A phase the flow
+    skips is not reached."""
     occurrence: Count = 1
     """Which time the device reaches the milestone, counted over the whole run (1 = the first)."""
     delay: Duration = 0
@@ -725,8 +784,9 @@ class DmaEvent(_Event):
     """The event kind."""
     device: Id
     """The device doing DMA."""
-    bytes: ByteSize
-    """Amount of data: integer bytes or a string with a unit B, KiB, MiB or GiB, such as '64KiB'."""
+    bytes: DmaSize
+    """Amount of data, at most 16 MiB: integer bytes or a string with a unit B, KiB, MiB or GiB, such as
+    '64KiB'."""
     direction: DmaDirection = DmaDirection.WRITE
     """write: the device stores the data into the owner's memory. read: the owner places the data, then the
     device fetches it with Memory Reads. A read that gets no completion (refused, e.g. a non-TEE request to a
@@ -784,8 +844,8 @@ class FlrEvent(_Event):
     """The event kind."""
     device: Id
     """The device."""
-    function: Annotated[int, Field(strict=True, ge=0, le=255)] = 0
-    """The function to reset: 0 or the function of one of the device's TDIs."""
+    function: Annotated[int, Field(strict=True, ge=0, le=7)] = 0
+    """The function to reset, 0-7: 0 or the function of one of the device's TDIs."""
 
 
 class HotResetEvent(_Event):
@@ -1090,10 +1150,59 @@ def _missing(kind: str, name: str, known: Iterable[str]) -> str:
         f"unknown {kind} '{name}' (no {kind}s are defined)"
 
 
+def _window_bytes(d: Device) -> int:
+    """Bytes of its Root Port's memory window the device's BARs span, laid out as the platform builder does
+    (sim/scenario/platform.py): function by function, largest BAR first, each aligned to its size. Functions
+    below the highest TDI function that have no TDI, and TDIs without ranges, get one 16 KiB BAR."""
+    default = [DEFAULT_MMIO_PAGES * MMIO_PAGE]
+    sizes: dict[int, list[int]] = {}
+    for t in d.tdis:
+        sizes.setdefault(t.function, []).extend([r.pages * MMIO_PAGE for r in t.mmio] or default)
+    cursor = 0
+    for function in range(max(sizes, default=0) + 1):
+        for size in sorted(sizes.get(function, default), reverse=True):
+            cursor = -(-cursor // size) * size + size
+    return cursor
+
+
+def _device_mmio_problems(base: Loc, d: Device) -> list[tuple[Loc, str]]:
+    """What the platform builder would refuse in a device's TDIs: two TDIs on one function, 64-bit BARs whose
+    slot pairs overlap, and BARs that do not fit the Root Port's memory window."""
+    problems: list[tuple[Loc, str]] = []
+    functions: dict[int, str] = {}
+    for j, t in enumerate(d.tdis):
+        if t.function in functions:
+            problems.append(((*base, "tdis", j, "function"), f"function {t.function} already has TDI "
+                             f"'{functions[t.function]}' (expected one TDI per function)"))
+            continue
+        functions[t.function] = t.id
+        slots: dict[int, int] = {}  # slot -> the BAR that takes it
+        for k, r in enumerate(t.mmio):
+            taken = [slots[n] for n in (r.bar, r.bar + 1) if n in slots]
+            if r.bar in taken:
+                problems.append(((*base, "tdis", j, "mmio", k, "bar"), f"BAR {r.bar} of function {t.function} is "
+                                 "given twice (expected each BAR once)"))
+            elif taken:
+                problems.append(((*base, "tdis", j, "mmio", k, "bar"),
+                                 f"BAR {r.bar} overlaps BAR {taken[0]} of function {t.function}: each range is a "
+                                 f"64-bit BAR taking two slots (BAR {taken[0]}: {taken[0]} and {taken[0] + 1}) "
+                                 "(expected BARs at least 2 apart, such as 0, 2, 4)"))
+            else:
+                slots[r.bar] = slots[r.bar + 1] = r.bar
+    if not problems and (need := _window_bytes(d)) > PORT_WINDOW_SIZE:
+        problems.append(((*base, "tdis"), f"the MMIO of device '{d.id}' spans {need >> 10} KiB of its Root Port's "
+                         f"memory window, each BAR aligned to its size and each function without a TDI taking "
+                         f"{DEFAULT_MMIO_PAGES * MMIO_PAGE >> 10} KiB (expected at most "
+                         f"{PORT_WINDOW_SIZE >> 20} MiB = {MMIO_MAX_PAGES} pages)"))
+    return problems
+
+
 def reference_problems(s: Scenario) -> list[tuple[Loc, str]]:
     """Every dangling or duplicate reference, with the location of the offending value."""
     problems: list[tuple[Loc, str]] = []
-    ports = {p.id for p in s.platform.root_ports}
+    ports: dict[str, RootPort] = {}
+    for p in s.platform.root_ports:
+        ports.setdefault(p.id, p)
     devices: dict[str, Device] = {}  # the first of duplicate ids counts; the others are reported below
     for d in s.platform.devices:
         devices.setdefault(d.id, d)
@@ -1136,6 +1245,7 @@ def reference_problems(s: Scenario) -> list[tuple[Loc, str]]:
                                               f"(expected a root port with no device; one endpoint per Root Port)"))
         taken.setdefault(d.port, d.id)
         problems += _duplicates((((*base, "tdis", j, "id"), t.id) for j, t in enumerate(d.tdis)), f"TDI ({d.id})")
+        problems += _device_mmio_problems(base, d)
         if d.owner != HOST:
             if d.owner not in guests:
                 problems.append(((*base, "owner"), f"unknown owner '{d.owner}' (expected '{HOST}' or a guest id: "
@@ -1172,10 +1282,22 @@ def reference_problems(s: Scenario) -> list[tuple[Loc, str]]:
         need_models((*loc, "models"), ev.models)
         if isinstance(ev, MmioEvent):
             need_tdi((*loc, "tdi"), ev.device, ev.tdi)
-        if isinstance(ev, AssignEvent) and ev.guest in guests and ev.device in devices \
-                and ev.device not in guests[ev.guest].devices:
-            problems.append(((*loc, "device"), f"guest '{ev.guest}' does not list '{ev.device}' in its devices "
-                                               "(expected it there before it can be assigned)"))
+            if ev.guest in guests and ev.device in devices and ev.device not in guests[ev.guest].devices:
+                problems.append(((*loc, "device"), f"guest '{ev.guest}' does not list '{ev.device}' in its devices, "
+                                                   "so it cannot reach its MMIO (expected one of: "
+                                                   f"{', '.join(guests[ev.guest].devices) or 'none'})"))
+        if isinstance(ev, AssignEvent) and ev.guest in guests and ev.device in devices:
+            if ev.device not in guests[ev.guest].devices:
+                problems.append(((*loc, "device"), f"guest '{ev.guest}' does not list '{ev.device}' in its devices "
+                                                   "(expected it there before it can be assigned)"))
+            elif devices[ev.device].owner == ev.guest:
+                problems.append(((*loc, "device"), f"guest '{ev.guest}' already has '{ev.device}' from boot "
+                                                   f"(its owner: {ev.guest}); assigning it again would break its "
+                                                   f"running TDI (expected a device whose owner is not "
+                                                   f"'{ev.guest}')"))
+        if isinstance(ev, DpcEvent) and ev.port in ports and not ports[ev.port].dpc:
+            problems.append(((*loc, "port"), f"port '{ev.port}' has no DPC (dpc: false) (expected a port with "
+                                             "dpc: true; hot_reset or link_down reset a device without DPC)"))
         if isinstance(ev, FlrEvent) and ev.device in devices and ev.function != 0:
             functions = sorted({t.function for t in devices[ev.device].tdis} | {0})
             if ev.function not in functions:
@@ -1190,6 +1312,10 @@ def reference_problems(s: Scenario) -> list[tuple[Loc, str]]:
         need_models((*loc, "models"), ex.models)
         if isinstance(ex, TdiStateExpectation):
             need_tdi((*loc, "tdi"), ex.device, ex.tdi)
+        if isinstance(ex, StreamStateExpectation) and ex.port in ports and ex.port not in taken:
+            problems.append(((*loc, "port"), f"root port '{ex.port}' has no device behind it, so it has no stream "
+                                             "and any state would hold (expected a port with a device: "
+                                             f"{', '.join(sorted(set(taken) & set(ports))) or 'none'})"))
         if isinstance(ex, TraceDigestExpectation) and ex.model not in models:
             problems.append(((*loc, "model"), f"trust model '{ex.model}' is not run by this scenario (expected "
                                               f"one of: {', '.join(s.models)})"))

@@ -49,15 +49,18 @@ import enum
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from cryptography import x509
+
 from sim.crypto.algorithms import BaseHashAlgo
 from sim.crypto.hashes import digest
-from sim.crypto.identity import ChainStatus, verify_spdm_cert_chain
+from sim.crypto.identity import ChainResult, ChainStatus, verify_spdm_cert_chain
 from sim.devices.dma import read_memory
 from sim.engine.runner import SimGen, drive
 from sim.engine.timing import ComponentClass, Op
 from sim.engine.trace import Channel
 from sim.engine.world import World
 from sim.firmware.commands import (
+    ErrorDetail,
     FwCommandId,
     FwFrame,
     FwStatus,
@@ -97,7 +100,7 @@ from sim.wire.tdisp import InterfaceId, InterfaceInfo, MmioRangeAttributes, TdiR
 from sim.wire.tlp import CompletionHeader, CplStatus, MemRequestHeader, Tlp
 
 MMIO_READ_TIMEOUT_NS = 1_000_000      # a completion timeout far above any modeled link latency
-DMA_SETTLE_NS = 10_000                # time for posted DMA writes to cross the link
+DMA_SETTLE_NS = 10_000                # least wait for posted DMA writes to land (RootPort.posted_write_settle_ns)
 
 
 class GuestModel(enum.StrEnum):
@@ -484,20 +487,47 @@ class Guest:
         info = yield from self.guest_request(device, function, GuestRequestType.TDI_INFO)
         if info.status is not FwStatus.SUCCESS or not isinstance(info.body, TdiInfo):
             status = info.status.name if info.status else "?"
-            return self._failed(rec, f"TDI_INFO: {status}", f"firmware-{status.lower().replace('_', '-')}")
+            return self._fat_refused(rec, "TDI_INFO", info, f"firmware-{status.lower().replace('_', '-')}")
         body = info.body
         nbytes = len(body.certificates) + len(body.measurements) + len(body.report)
         yield self.world.delay(self.name, Op.HASH_PER_KIB, nbytes=nbytes)
-        problems = self.evidence_problems(body, device, function)
+        problems = self.evidence_problems(body, device, function)   # the seam a witness or a test watches
         if problems:
+            # the first finding is the verdict's reason, in the order a thin guest's flow would meet them
+            # (certificate chain, measurements, report); every problem stays in the words
             findings = self.evidence_findings(body, device, function)
-            return self._failed(rec, "; ".join(problems), findings[0][0] if findings else "evidence-rejected")
+            reason = findings[0][0] if findings else str(FailureReason.POLICY_VIOLATION)
+            return self._fat_failed(rec, "evidence check", reason, "; ".join(problems))
         started = yield from self.guest_request(device, function, GuestRequestType.STATE_CHANGE)
-        if started.status is not FwStatus.SUCCESS or not isinstance(started.body, GuestStateRsp) \
-                or started.body.state is not TdiState.RUN:
-            status = started.status.name if started.status else "?"
-            return self._failed(rec, f"START: {status}", "start-refused")
+        if started.status is FwStatus.SUCCESS and isinstance(started.body, GuestStateRsp) \
+                and started.body.state is not TdiState.RUN:
+            return self._fat_failed(rec, "START", str(FailureReason.UNEXPECTED_RESPONSE),
+                                    f"the firmware answered with the TDI in {started.body.state.name}, not RUN",
+                                    "start-refused")
+        if started.status is not FwStatus.SUCCESS or not isinstance(started.body, GuestStateRsp):
+            return self._fat_refused(rec, "START", started, "start-refused")
         return self._accepted(rec)
+
+    def _fat_failed(self, rec: TdiRecord, step: str, reason: str, detail: str, failure_reason: str = "") -> bool:
+        """A fat refusal worded like a thin guest's (``TsmFailure``: "<device>: <step> failed (<reason>):
+        <detail>"), so that the verdict names the same ``FailureReason`` for the same cause in every guest
+        model (an attestation expectation's ``reason:`` is looked for in these words). ``failure_reason``
+        keeps the fat step's own stable name where it has one (default: ``reason``)."""
+        return self._failed(rec, f"{rec.device}: {step} failed ({reason}): {detail}", failure_reason or reason)
+
+    def _fat_refused(self, rec: TdiRecord, step: str, answer: FwFrame, failure_reason: str) -> bool:
+        """A GUEST_REQUEST answered with an error status (or a success without the expected body): the
+        firmware's status, mapped to the ``FailureReason`` a thin guest's flow gives for the same cause."""
+        status = answer.status
+        if status is FwStatus.SUCCESS:
+            reason = FailureReason.UNEXPECTED_RESPONSE
+            detail = f"the firmware answered with {type(answer.body).__name__}"
+        else:
+            reason = _FW_STATUS_REASONS.get(status, FailureReason.ERROR_RESPONSE) if status is not None \
+                else FailureReason.MALFORMED_RESPONSE
+            said = answer.body.detail.decode("ascii", "replace") if isinstance(answer.body, ErrorDetail) else ""
+            detail = f"firmware status {status.name if status is not None else '?'}" + (f": {said}" if said else "")
+        return self._fat_failed(rec, step, str(reason), detail, failure_reason)
 
     def evidence_problems(self, info: TdiInfo, device: str | None = None, function: int = 0) -> list[str]:
         """Why the firmware's evidence does not satisfy this guest's policy for the TDI ([] when it does)."""
@@ -518,18 +548,12 @@ class Guest:
             if digest(BaseHashAlgo.SHA_384, blob) != want:
                 out.append((str(FailureReason.DIGEST_MISMATCH), f"{what} do not match their SHA-384 digest"))
         verification = self.policy.verification_for(device)
-        chain_ok = False
-        for algo in (BaseHashAlgo.SHA_384, BaseHashAlgo.SHA_256):
-            result = verify_spdm_cert_chain(algo, info.certificates, verification.trusted_roots,
-                                            at=verification.validation_time)
-            if result.ok:
-                chain_ok = True
-                break
-        if not chain_ok:
+        result = _verify_evidence_chain(info.certificates, verification)
+        if not result.ok:
             reason = FailureReason.UNTRUSTED_ROOT if result.status is ChainStatus.UNTRUSTED_ROOT \
                 else FailureReason.CERT_CHAIN_INVALID
             out.append((str(reason), f"certificate chain does not verify against the guest's roots "
-                                     f"({result.status.name})"))
+                                     f"({result.status.value}: {result.detail})"))
         try:
             blocks = _measurement_blocks(info.measurements)
         except DecodeError as exc:
@@ -673,13 +697,12 @@ class Guest:
         if state is None:
             # the firmware cannot read the TDI in its session: the FLR took it (function 0); only a new
             # DEV_CONNECT by the host helps, which a guest cannot ask for ("rebound" follows if it happens)
-            return self._failed(rec, "the firmware no longer answers for the TDI: waiting for a reconnect",
-                                str(FailureReason.SESSION_ENDED))
+            return self._fat_failed(rec, "TDI_STATE", str(FailureReason.SESSION_ENDED),
+                                    "the firmware no longer answers for the TDI: waiting for a reconnect")
         if state is not TdiState.CONFIG_LOCKED:
             bound = yield from self.vmm.rebind_tdi(self.name, device, function)
             if bound.status is not FwStatus.SUCCESS:
-                status = bound.status.name if bound.status else "?"
-                return self._failed(rec, f"re-bind: {status}", "rebind-failed")
+                return self._fat_refused(rec, "re-bind", bound, "rebind-failed")
             self._note(rec, "re-bound by the TSM: CONFIG_LOCKED")
         return (yield from self.accept_fat(device, function))
 
@@ -741,11 +764,11 @@ class Guest:
 
     def device_dma(self, device: str, address: int, data: bytes, *, function: int = 0) -> SimGen[bool]:
         """Have the device write ``data`` into guest memory (TEE request when the TDI runs); True if it
-        arrived intact."""
+        arrived intact (checked once the writes had time to cross the link, however slow it is)."""
         handle = self._handle(device)
         if not handle.endpoint.dma_write(function, address, bytes(data), tee=self._tee(device, function)):
             return False
-        yield self.world.timeout(DMA_SETTLE_NS)
+        yield self.world.timeout(handle.root_port.posted_write_settle_ns(DMA_SETTLE_NS))
         padded = bytes(data) + bytes(-len(data) % 4)
         return handle.root_port.host_memory.read(address, len(padded)) == padded
 
@@ -766,3 +789,36 @@ def _measurement_blocks(record: bytes) -> tuple[MeasurementBlock, ...]:
     while r.remaining:
         blocks.append(MeasurementBlock.decode_from(r))
     return tuple(blocks)
+
+
+# A fat guest's GUEST_REQUEST refused by the firmware (or by the guest's end of the channel), in the terms
+# of a thin guest's requester for the same cause; any other refusal is the peer answering with an error.
+_FW_STATUS_REASONS: dict[FwStatus, FailureReason] = {
+    FwStatus.DECRYPT_FAILED: FailureReason.DECRYPT_FAILED,       # a sealed record did not authenticate
+    FwStatus.BAD_SEQUENCE: FailureReason.DECRYPT_FAILED,         # replayed or out of order: a stale record
+    FwStatus.INVALID_COMMAND: FailureReason.MALFORMED_RESPONSE,  # bytes that do not decode (or were unsealed)
+    FwStatus.INVALID_STATE: FailureReason.INVALID_STATE,         # e.g. the device is not connected, TDI not locked
+    FwStatus.DOE_FAILED: FailureReason.NO_RESPONSE,              # the device did not answer the firmware
+    FwStatus.BUSY: FailureReason.NO_RESPONSE,                    # no answer came back (a carrier withheld it)
+}
+
+
+def _verify_evidence_chain(certificates: bytes, verification: VerificationPolicy) -> ChainResult:
+    """Verify the SPDM certificate chain in TDI_INFO evidence, which does not name the chain's hash.
+
+    The container is framed with the hash the TSM negotiated with the device (its RootHash is that
+    hash of the root certificate); SHA-384 and SHA-256 are tried, and the first whose framing parses
+    with a matching RootHash is the chain's own algorithm: its status is the answer (UNTRUSTED_ROOT,
+    EXPIRED, ...), never the MALFORMED of reading the same bytes with the other hash's framing. Only
+    when no framing fits is the answer ROOT_HASH_MISMATCH (framing parsed) or else MALFORMED."""
+    misfits: list[ChainResult] = []
+    for algo in (BaseHashAlgo.SHA_384, BaseHashAlgo.SHA_256):
+        try:
+            result = verify_spdm_cert_chain(algo, certificates, verification.trusted_roots,
+                                            at=verification.validation_time)
+        except x509.InvalidVersion as exc:   # a DER parse error that is not a ValueError
+            result = ChainResult(ChainStatus.MALFORMED, f"certificate: {exc}")
+        if result.status not in (ChainStatus.MALFORMED, ChainStatus.ROOT_HASH_MISMATCH):
+            return result
+        misfits.append(result)
+    return next((r for r in misfits if r.status is ChainStatus.ROOT_HASH_MISMATCH), misfits[0])

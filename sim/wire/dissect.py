@@ -2,6 +2,8 @@
 
 Used by ``tiosim decode`` and by the trace's one-line summaries: DOE object → SPDM message →
 PCI-SIG vendor payload → IDE_KM or TDISP. Secured records are shown as ciphertext (no keys here).
+Decoding is stateless except through a :class:`Conversation`, which the caller owns (one per capture)
+to carry what earlier messages negotiated into the sizing of later ones.
 """
 
 from __future__ import annotations
@@ -23,8 +25,23 @@ from sim.wire.doe import (
 )
 from sim.wire.ide_km import decode_ide_km
 from sim.wire.pcisig import decode_pcisig_payload, is_pcisig_envelope
-from sim.wire.secured import SecuredRecord
-from sim.wire.spdm.common import SpdmContext, SpdmMessage, SpdmVersion, decode_spdm
+from sim.wire.secured import SecuredRecord, session_id
+from sim.wire.spdm.algorithms import Algorithms
+from sim.wire.spdm.capabilities import Capabilities, GetCapabilities
+from sim.wire.spdm.challenge import Challenge
+from sim.wire.spdm.common import (
+    CapabilityFlags,
+    MeasurementSummaryHashType,
+    RequestCode,
+    ResponseCode,
+    SpdmContext,
+    SpdmMessage,
+    SpdmVersion,
+    decode_spdm,
+)
+from sim.wire.spdm.key_exchange import KeyExchange, KeyExchangeRsp
+from sim.wire.spdm.psk import PskExchange, PskExchangeRsp
+from sim.wire.spdm.version import GetVersion, Version
 from sim.wire.tdisp import decode_tdisp
 from sim.wire.tlp import decode_tlp
 
@@ -79,6 +96,130 @@ def context_for(hash_name: str = "sha384", asym_name: str = "p384") -> SpdmConte
     return SpdmContext.for_algorithms(hash_algo, asym, dhe, asym)
 
 
+# A request whose Param1 MeasurementSummaryHashType decides whether its response holds a summary hash of H bytes.
+_SUMMARY_RESPONSE = {
+    RequestCode.CHALLENGE: ResponseCode.CHALLENGE_AUTH,
+    RequestCode.KEY_EXCHANGE: ResponseCode.KEY_EXCHANGE_RSP,
+    RequestCode.PSK_EXCHANGE: ResponseCode.PSK_EXCHANGE_RSP,
+}
+_MEASURES = CapabilityFlags.MEAS_CAP_NO_SIG | CapabilityFlags.MEAS_CAP_SIG
+_MAX_OUTSTANDING = 256  # requests a response may still answer; bounds a capture whose responses went missing
+
+
+class Conversation:
+    """Follows the plain-text SPDM exchanges of a capture so that each message decodes with its context.
+
+    Some SPDM field sizes are carried by no message: H, S, D follow from ALGORITHMS; whether
+    CHALLENGE_AUTH, KEY_EXCHANGE_RSP or PSK_EXCHANGE_RSP holds a measurement summary hash follows from
+    the request's MeasurementSummaryHashType (and the responder's MEAS_CAP); whether ResponderVerifyData
+    is in KEY_EXCHANGE_RSP follows from both CAPABILITIES (HANDSHAKE_IN_THE_CLEAR). GET_MEASUREMENTS
+    needs nothing kept: MEASUREMENTS sizes its optional signature from its own length.
+
+    A pcap of DOE objects has no addresses, so a capture of several devices interleaves their
+    conversations. A response is therefore tried with the context of each outstanding request it may
+    answer (oldest first), then with every algorithm set the capture negotiated; the layer says so when
+    the first choice did not fit. ``hash_name`` / ``asym_name`` pin H, or S and D, over what ALGORITHMS
+    said (the user's explicit ``--hash`` / ``--asym``). Secured records (DSP0277) cannot be opened without
+    the session keys; what is kept of them is which session KEY_EXCHANGE set up, in which SPDM version.
+    """
+
+    def __init__(self, hash_name: str | None = None, asym_name: str | None = None) -> None:
+        self._pins = context_for(hash_name or "sha384", asym_name or "p384")
+        self._pin_hash = hash_name is not None
+        self._pin_asym = asym_name is not None
+        self.ctx = self._pins  # the context of the connection negotiated last (before any: the pins or defaults)
+        self.version: int | None = None  # the SPDM version the requester chose (header of GET_CAPABILITIES on)
+        self.offered_versions: tuple[int, ...] = ()  # what the last VERSION listed
+        self.sessions: dict[int, int] = {}  # session ID -> SPDM version of the exchange that set it up
+        self._negotiated: list[SpdmContext] = []  # each distinct algorithm context seen, newest first
+        self._outstanding: dict[int, list[SpdmContext]] = {}  # response code -> contexts of requests, oldest first
+        self._req_sessions: list[int] = []  # ReqSessionIDs of KEY_EXCHANGE / PSK_EXCHANGE not yet answered
+        self._req_flags: CapabilityFlags | None = None
+        self._rsp_flags: CapabilityFlags | None = None
+
+    def _pinned(self, ctx: SpdmContext) -> SpdmContext:
+        if self._pin_hash:
+            ctx = ctx.with_(hash_size=self._pins.hash_size)
+        if self._pin_asym:
+            ctx = ctx.with_(sig_size=self._pins.sig_size, dhe_size=self._pins.dhe_size,
+                            req_sig_size=self._pins.req_sig_size)
+        return ctx
+
+    def candidates(self, code: int) -> list[SpdmContext]:
+        """The contexts to try for a message with this code, most likely first."""
+        out = list(self._outstanding.get(code, ()))
+        for ctx in [self.ctx, *self._negotiated]:
+            if code in _SUMMARY_RESPONSE.values():
+                out += [ctx.with_(meas_summary_size=0), ctx.with_(meas_summary_size=ctx.hash_size)]
+            else:
+                out.append(ctx.with_(meas_summary_size=0))
+        return list(dict.fromkeys(out))
+
+    def decode(self, data: bytes, *, allow_trailing: bool) -> tuple[SpdmMessage, str | None]:
+        """Decode one SPDM message in this conversation and learn from it.
+
+        Returns the message and, when it fitted only a later candidate, a note of the sizes used.
+        A message that fits no candidate raises the DecodeError of the most likely one.
+        """
+        code = data[1] if len(data) >= 2 else -1
+        cands = self.candidates(code)
+        first: DecodeError | None = None
+        for i, ctx in enumerate(cands):
+            try:
+                msg = decode_spdm(data, ctx, allow_trailing=allow_trailing)
+            except DecodeError as exc:
+                first = first or exc
+                continue
+            self._answered(code, ctx)
+            self.observe(msg)
+            note = None
+            if i:
+                note = (f"H={ctx.hash_size} S={ctx.sig_size} D={ctx.dhe_size} summary={ctx.meas_summary_size} "
+                        "(guessed: the capture interleaves conversations, or lacks the request)")
+            return msg, note
+        assert first is not None  # there is always at least one candidate
+        raise first
+
+    def _answered(self, code: int, ctx: SpdmContext) -> None:
+        pending = self._outstanding.get(code)
+        if pending and ctx in pending:
+            pending.remove(ctx)
+        elif pending:  # it fitted another device's sizes: some outstanding request was answered, say the oldest
+            pending.pop(0)
+
+    def observe(self, msg: SpdmMessage) -> None:
+        """Learn what ``msg`` fixes for the messages after it."""
+        if isinstance(msg, GetVersion):  # a new connection: nothing negotiated yet
+            self.ctx, self.version = self._pins, None
+            self._req_flags = self._rsp_flags = None
+        elif isinstance(msg, Version):
+            self.offered_versions = msg.spdm_versions
+        elif isinstance(msg, GetCapabilities):
+            self.version = msg.version
+            self._req_flags = CapabilityFlags(msg.flags or 0)
+        elif isinstance(msg, Capabilities):
+            self._rsp_flags = CapabilityFlags(msg.flags or 0)
+        elif isinstance(msg, Algorithms):
+            both = (self._req_flags or CapabilityFlags(0)) & (self._rsp_flags or CapabilityFlags(0))
+            try:
+                ctx = self._pinned(msg.to_context(handshake_in_the_clear=bool(
+                    both & CapabilityFlags.HANDSHAKE_IN_THE_CLEAR_CAP)))
+            except ValueError:  # no single algorithm selected: keep what was known
+                return
+            self.ctx = ctx
+            self._negotiated = [ctx, *(c for c in self._negotiated if c != ctx)]
+        if isinstance(msg, Challenge | KeyExchange | PskExchange):
+            measures = self._rsp_flags is None or bool(self._rsp_flags & _MEASURES)
+            summary = self.ctx.hash_size if measures and msg.hash_type != MeasurementSummaryHashType.NONE else 0
+            pending = self._outstanding.setdefault(_SUMMARY_RESPONSE[RequestCode(msg.CODE)], [])
+            pending.append(self.ctx.with_(meas_summary_size=summary))
+            del pending[:-_MAX_OUTSTANDING]
+        if isinstance(msg, KeyExchange | PskExchange):
+            self._req_sessions = [*self._req_sessions, msg.req_session_id][-_MAX_OUTSTANDING:]
+        elif isinstance(msg, KeyExchangeRsp | PskExchangeRsp) and self._req_sessions:
+            self.sessions[session_id(self._req_sessions.pop(0), msg.rsp_session_id)] = msg.version
+
+
 def _fields(msg: Message) -> list[tuple[str, str]]:
     return [(name, format_value(value)) for name, value in msg.describe()]
 
@@ -88,11 +229,31 @@ def _title(msg: Message) -> str:
     return summary() if callable(summary) else type(msg).__name__
 
 
-def _spdm_layer(data: bytes, ctx: SpdmContext, *, padded: bool) -> Layer:
-    msg = decode_spdm(data, ctx, allow_trailing=padded)
-    version = SpdmVersion(msg.version).dotted if msg.version in SpdmVersion._value2member_map_ else f"0x{msg.version:02x}"
-    layer = Layer(f"SPDM {version} {_title(msg)}", _fields(msg))
+def _dotted(version: int) -> str:
+    return SpdmVersion(version).dotted if version in SpdmVersion._value2member_map_ else f"0x{version:02x}"
+
+
+def _spdm_layer(data: bytes, ctx: SpdmContext, *, padded: bool, conversation: Conversation | None = None) -> Layer:
+    note = None
+    if conversation is None:
+        msg = decode_spdm(data, ctx, allow_trailing=padded)
+    else:
+        msg, note = conversation.decode(data, allow_trailing=padded)
+    layer = Layer(f"SPDM {_dotted(msg.version)} {_title(msg)}", _fields(msg))
+    if note:
+        layer.fields.append(("(sizes)", note))
     layer.children += _vendor_children(msg)
+    return layer
+
+
+def _secured_layer(data: bytes, conversation: Conversation | None) -> Layer:
+    """A DSP0277 record as framed: its plaintext needs the session keys, which no capture holds."""
+    rec = SecuredRecord.decode(data)
+    layer = Layer(_title(rec) + " (encrypted)", _fields(rec))
+    if conversation is not None:
+        version = conversation.sessions.get(rec.session_id)
+        layer.fields.append(("(session)", "not set up in this capture" if version is None else
+                             f"SPDM {_dotted(version)}, set up in this capture; no keys to open it"))
     return layer
 
 
@@ -130,7 +291,7 @@ def _discovery_layers(payload: bytes) -> list[Layer]:
     return layers
 
 
-def _doe_layer(data: bytes, ctx: SpdmContext) -> Layer:
+def _doe_layer(data: bytes, ctx: SpdmContext, conversation: Conversation | None = None) -> Layer:
     obj = DoeObject.decode(data)
     layer = Layer(_title(obj), _fields(obj))
     kind = obj.object_type
@@ -138,10 +299,9 @@ def _doe_layer(data: bytes, ctx: SpdmContext) -> Layer:
         if kind is DoeObjectType.DISCOVERY:
             layer.children += _discovery_layers(obj.payload)
         elif kind is DoeObjectType.SPDM:
-            layer.children.append(_spdm_layer(obj.payload, ctx, padded=True))
+            layer.children.append(_spdm_layer(obj.payload, ctx, padded=True, conversation=conversation))
         elif kind is DoeObjectType.SECURED_SPDM:
-            rec = SecuredRecord.decode(obj.payload)
-            layer.children.append(Layer(_title(rec) + " (encrypted)", _fields(rec)))
+            layer.children.append(_secured_layer(obj.payload, conversation))
     except DecodeError as exc:
         raise DecodeError(exc.message, exc.field, exc.offset + HEADER_BYTES, exc.reason) from None
     return layer
@@ -156,8 +316,14 @@ def _looks_like_doe(data: bytes) -> bool:
         return False
 
 
-def dissect(data: bytes, kind: str = "auto", *, hash_name: str = "sha384", asym_name: str = "p384") -> Layer:
-    """Decode ``data`` as ``kind`` (or guess it); DecodeError names the field and byte offset."""
+def dissect(data: bytes, kind: str = "auto", *, hash_name: str = "sha384", asym_name: str = "p384",
+            conversation: Conversation | None = None) -> Layer:
+    """Decode ``data`` as ``kind`` (or guess it); DecodeError names the field and byte offset.
+
+    With a ``conversation`` (one per capture, fed its objects in order), SPDM messages are sized by
+    what the capture negotiated and requested so far, and the names passed to it override; without
+    one, by ``hash_name`` / ``asym_name`` and no measurement summary hash.
+    """
     ctx = context_for(hash_name, asym_name)
     if kind == "auto":
         if _looks_like_doe(data):
@@ -169,12 +335,11 @@ def dissect(data: bytes, kind: str = "auto", *, hash_name: str = "sha384", asym_
                               "neither a DOE object (vendor 0x0001, length matching) nor an SPDM message "
                               "(version byte 0x10-0x14); say what it is with --as")
     if kind == "doe":
-        return _doe_layer(data, ctx)
+        return _doe_layer(data, ctx, conversation)
     if kind == "spdm":
-        return _spdm_layer(data, ctx, padded=False)
+        return _spdm_layer(data, ctx, padded=False, conversation=conversation)
     if kind == "secured":
-        rec = SecuredRecord.decode(data)
-        return Layer(_title(rec) + " (encrypted)", _fields(rec))
+        return _secured_layer(data, conversation)
     if kind == "ide_km":
         msg: Message = decode_ide_km(data)
         return Layer("IDE_KM " + _title(msg), _fields(msg))

@@ -19,6 +19,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from rich.console import Console
 
+from sim import cli as tiosim_cli
 from sim.commands import attest as attest_cmd
 from sim.commands import serve_device as serve_cmd
 from sim.commands.common import EXIT_USAGE, UserError
@@ -595,3 +596,15 @@ def test_ide_port_index_follows_the_device_option() -> None:
     with running(device.target) as (_server, host, port, _logs), EmuClient(host, port, timeout=TIMEOUT) as client:
         run_flow(procedure.run(), client.transport)
     assert not procedure.ok and "IDE_KM QUERY" in str(procedure.first_failure)
+
+
+@pytest.mark.parametrize(("flag", "value", "words"), [
+    ("--stream-id", "300", "argument --stream-id: 300 is outside 0..255"),
+    ("--port-index", "-1", "argument --port-index: -1 is outside 0..255"),
+    ("--interface", "0x100000000", "argument --interface: 0x100000000 is outside 0..0xffffffff"),
+])
+def test_attest_refuses_values_that_do_not_fit_their_fields(flag: str, value: str, words: str,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        tiosim_cli.main(["attest", "--connect", "127.0.0.1:1", flag, value])
+    assert caught.value.code == 2 and words in capsys.readouterr().err

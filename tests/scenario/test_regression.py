@@ -101,6 +101,19 @@ def test_run_false_expectation_exits_1_naming_it(tmp_path: Path, capsys: pytest.
     assert result["ok"] is False
 
 
+def test_run_model_must_be_one_the_scenario_names(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Its expectations are written for its models; under another they would silently not apply."""
+    path = _scenario(tmp_path, "one-model")
+    code, out = _run(capsys, "run", str(path), "--model", "thin-vmm", "--quiet")
+    assert code == 2
+    assert f"--model thin-vmm: {path} runs under thin-host (its `models:` key)" in " ".join(out.split())
+    code, out = _run(capsys, "run", str(path), "--model", "thin-host", "--model", "thin-host",
+                     "--out", str(tmp_path / "out"), "--quiet")
+    assert code == EXIT_OK
+    result = json.loads((tmp_path / "out" / "result.json").read_text(encoding="utf-8"))
+    assert list(result["models"]) == ["thin-host"]  # a repeated model runs once
+
+
 # ----------------------------------------------------------------------------------------------------
 # golden traces: the first differing event, never a silent update
 # ----------------------------------------------------------------------------------------------------

@@ -316,7 +316,8 @@ def test_reference_problems_can_be_collected_instead() -> None:
 @pytest.mark.parametrize(("mutate", "loc", "fragment"), [
     (lambda d: d["platform"]["root_ports"].append({"id": "rp0"}), ("platform", "root_ports", 2, "id"),
      "duplicate root port id 'rp0'"),
-    (lambda d: d["platform"]["devices"][0]["tdis"].append({"id": "t0"}), ("platform", "devices", 0, "tdis", 2, "id"),
+    (lambda d: d["platform"]["devices"][0]["tdis"].append({"id": "t0", "function": 5}),
+     ("platform", "devices", 0, "tdis", 2, "id"),
      "duplicate TDI (dev0) id 't0'"),
     (lambda d: d["guests"].append({"id": "g0"}), ("guests", 1, "id"), "duplicate guest id 'g0'"),
     (lambda d: d["guests"].append({"id": "host"}), ("guests", 1, "id"), "'host' is reserved"),
