@@ -222,6 +222,7 @@ def issue_certificate(
     not_after: dt.datetime = NOT_AFTER,
     device_info: str | None = None,
     spdm_extension: bool = False,
+    extended_key_usage: Sequence[x509.ObjectIdentifier] = (),
 ) -> x509.Certificate:
     """One X.509 v3 certificate; ``issuer=None`` makes it self-signed.
 
@@ -268,6 +269,8 @@ def issue_certificate(
     if device_info is not None:
         other = x509.OtherName(OID_DMTF_DEVICE_INFO, _der_tlv(0x0C, device_info.encode()))
         builder = builder.add_extension(x509.SubjectAlternativeName([other]), False)
+    if extended_key_usage:
+        builder = builder.add_extension(x509.ExtendedKeyUsage(list(extended_key_usage)), False)
     if spdm_extension:
         value = spdm_extension_value(OID_DMTF_HARDWARE_IDENTITY)
         builder = builder.add_extension(x509.UnrecognizedExtension(OID_DMTF_SPDM_EXTENSION, value), False)
@@ -515,6 +518,7 @@ class ChainStatus(enum.Enum):
     BASIC_CONSTRAINTS = "basic-constraints"            # CA without CA:TRUE, CA leaf, pathLen exceeded
     CA_LACKS_KEY_CERT_SIGN = "ca-lacks-key-cert-sign"
     LEAF_LACKS_DIGITAL_SIGNATURE = "leaf-lacks-digital-signature"
+    LEAF_NOT_FOR_RESPONDER = "leaf-not-for-responder"  # leaf extendedKeyUsage names requester authentication only
     NOT_YET_VALID = "not-yet-valid"
     EXPIRED = "expired"
     ALGORITHM_MISMATCH = "algorithm-mismatch"
@@ -565,14 +569,17 @@ def verify_chain(
     at: dt.datetime,
     asym_algo: BaseAsymAlgo | None = None,
     cert_hash_algo: BaseHashAlgo | None = None,
+    responder: bool = False,
 ) -> ChainResult:
-    """Check a requester-side chain (first certificate root or root-issued, leaf last).
+    """Check a chain the way a requester does (first certificate root or root-issued, leaf last).
 
     Checks, in this order, each stopping at the first failure: parse; the first certificate is a
     trusted root or directly issued by one; each certificate is issued by the previous one (name and
     signature, by ``cryptography``'s ``verify_directly_issued_by``); basicConstraints (every
     non-leaf CA:TRUE within pathLen, leaf not a CA); keyUsage (CAs, if they carry it, keyCertSign;
-    the leaf must carry digitalSignature — libspdm requires the extension); validity at ``at`` (naive
+    the leaf must carry digitalSignature — libspdm requires the extension; for a ``responder``'s chain,
+    a leaf extendedKeyUsage naming DMTF requester authentication without responder authentication is
+    refused, libspdm's rule); validity at ``at`` (naive
     = UTC; never the wall clock); the leaf key fits ``asym_algo`` and, when ``cert_hash_algo`` is
     given, every certificate is signed with that hash.
     """
@@ -625,6 +632,11 @@ def verify_chain(
     leaf_ku = _ext(chain[-1], x509.KeyUsage)
     if not isinstance(leaf_ku, x509.KeyUsage) or not leaf_ku.digital_signature:
         return _fail(ChainStatus.LEAF_LACKS_DIGITAL_SIGNATURE, "leaf keyUsage lacks digitalSignature", last)
+    leaf_eku = _ext(chain[-1], x509.ExtendedKeyUsage)
+    if responder and isinstance(leaf_eku, x509.ExtendedKeyUsage) and OID_DMTF_EKU_REQUESTER_AUTH in leaf_eku \
+            and OID_DMTF_EKU_RESPONDER_AUTH not in leaf_eku:
+        return _fail(ChainStatus.LEAF_NOT_FOR_RESPONDER,
+                     "leaf extendedKeyUsage is for requester authentication only", last)
 
     # 5. validity at the simulated time
     when = _as_utc(at)
@@ -660,8 +672,10 @@ def verify_spdm_cert_chain(
     at: dt.datetime,
     asym_algo: BaseAsymAlgo | None = None,
     cert_hash_algo: BaseHashAlgo | None = None,
+    responder: bool = True,
 ) -> ChainResult:
-    """:func:`verify_chain` on an SPDM container, after checking its framing and RootHash."""
+    """:func:`verify_chain` on an SPDM container, after checking its framing and RootHash (by default a
+    responder's container: what CERTIFICATE and a TSM's evidence carry)."""
     try:
         parsed = parse_spdm_cert_chain(hash_algo, container)
     except CertificateFormatError as exc:
@@ -669,5 +683,6 @@ def verify_spdm_cert_chain(
     if not parsed.root_hash_matches:
         return _fail(ChainStatus.ROOT_HASH_MISMATCH, "RootHash is not the hash of the first certificate", 0)
     return verify_chain(
-        parsed.certificates_der, trusted_roots, at=at, asym_algo=asym_algo, cert_hash_algo=cert_hash_algo
+        parsed.certificates_der, trusted_roots, at=at, asym_algo=asym_algo, cert_hash_algo=cert_hash_algo,
+        responder=responder,
     )

@@ -20,6 +20,8 @@ from sim.crypto.hashes import digest
 from sim.crypto.identity import (
     NOT_BEFORE,
     OID_DMTF_DEVICE_INFO,
+    OID_DMTF_EKU_REQUESTER_AUTH,
+    OID_DMTF_EKU_RESPONDER_AUTH,
     OID_DMTF_SPDM_EXTENSION,
     ChainStatus,
     Identity,
@@ -28,6 +30,7 @@ from sim.crypto.identity import (
     load_identity,
     load_trusted_roots,
     parse_spdm_cert_chain,
+    spdm_cert_chain,
     split_der_certificates,
     verify_chain,
     verify_spdm_cert_chain,
@@ -224,6 +227,8 @@ def test_failure_reasons(dev0: Identity) -> None:
         (dev0.chain_der, ChainStatus.NOT_YET_VALID, {"at": dt.datetime(2023, 12, 31)}),
         (dev0.chain_der, ChainStatus.ALGORITHM_MISMATCH, {"asym_algo": BaseAsymAlgo.ECDSA_P256}),
         (dev0.chain_der, ChainStatus.ALGORITHM_MISMATCH, {"cert_hash_algo": BaseHashAlgo.SHA_256}),
+        ([root, inter, _leaf(dev0, extended_key_usage=[OID_DMTF_EKU_REQUESTER_AUTH])],
+         ChainStatus.LEAF_NOT_FOR_RESPONDER, {"responder": True}),
     ]
     for chain, status, extra in cases:
         kwargs: dict[str, object] = {"at": AT, **extra}
@@ -235,6 +240,22 @@ def test_failure_reasons(dev0: Identity) -> None:
         subject_cn="fake", public_key=forger.public_key(), issuer_key=forger, issuer=root,
         hash_algo=SHA384, serial=7, ca=True)
     assert verify_chain([fake_inter], [root], at=AT).status is ChainStatus.BAD_SIGNATURE
+
+
+def test_responder_leaf_eku(dev0: Identity) -> None:
+    """libspdm's rule for a responder's leaf: an EKU naming only requester authentication is refused; with
+    responder authentication too, or for a requester's own chain, it is fine. SPDM containers (CERTIFICATE,
+    a TSM's evidence) are responders' chains by default."""
+    root, inter, _ = dev0.certificates
+    requester_only = _leaf(dev0, extended_key_usage=[OID_DMTF_EKU_REQUESTER_AUTH])
+    both = _leaf(dev0, extended_key_usage=[OID_DMTF_EKU_REQUESTER_AUTH, OID_DMTF_EKU_RESPONDER_AUTH])
+    assert verify_chain([root, inter, both], [root], at=AT, responder=True).ok
+    assert verify_chain([root, inter, requester_only], [root], at=AT).ok  # a requester's chain
+    der = b"".join(c.public_bytes(serialization.Encoding.DER) for c in (root, inter, requester_only))
+    container = spdm_cert_chain(SHA384, split_der_certificates(der))
+    result = verify_spdm_cert_chain(SHA384, container, [root], at=AT)
+    assert result.status is ChainStatus.LEAF_NOT_FOR_RESPONDER and result.index == 2
+    assert verify_spdm_cert_chain(SHA384, container, [root], at=AT, responder=False).ok
 
 
 def test_spdm_container_root_hash_mismatch(dev0: Identity) -> None:

@@ -42,8 +42,6 @@ from sim.crypto.dhe import EcdheKeyPair
 from sim.crypto.errors import CryptoError
 from sim.crypto.hashes import digest, hash_size, measurement_base_hash
 from sim.crypto.identity import (
-    OID_DMTF_EKU_REQUESTER_AUTH,
-    OID_DMTF_EKU_RESPONDER_AUTH,
     ChainStatus,
     load_der_certificate,
     split_der_certificates,
@@ -832,9 +830,6 @@ class SpdmRequester:
         for _ in certs[1:]:  # one signature check per issued certificate
             self.env.meter.verify(asym)
         leaf = load_der_certificate(certs[-1])
-        eku_problem = _leaf_eku_problem(leaf)
-        if eku_problem:
-            _fail(FailureReason.CERT_CHAIN_INVALID, name, f"slot {slot}: {eku_problem}")
         chain_digest = digest(hash_algo, chain)
         if self.digests is not None and self.digests.get(slot) != chain_digest:
             _fail(FailureReason.DIGEST_MISMATCH, name, f"slot {slot}: Hash(chain) differs from the DIGESTS value")
@@ -1283,14 +1278,4 @@ class SpdmRequester:
             self._drop_session(session, "end-session")
 
 
-def _leaf_eku_problem(leaf: x509.Certificate) -> str | None:
-    """libspdm's leaf EKU rule: an EKU that names only requester authentication is not a responder's."""
-    try:
-        eku = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-    except x509.ExtensionNotFound:
-        return None
-    usages = set(eku)
-    if OID_DMTF_EKU_REQUESTER_AUTH in usages and OID_DMTF_EKU_RESPONDER_AUTH not in usages:
-        return "leaf extendedKeyUsage is for requester authentication only"
-    return None
 
