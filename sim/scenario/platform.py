@@ -322,22 +322,39 @@ def _enable_dpc(rp: RootPort) -> None:
     rp.config.write(rp.dpc.offset + DPC_CAP_CTL + 2, ctl, 2)
 
 
+def layout_bars(functions: Sequence[Sequence[tuple[int, int]]]) -> tuple[list[list[tuple[int, int]]], int]:
+    """BIOS-style placement of BARs in a port's window: function by function, largest BAR first, each
+    aligned to its size. ``functions`` lists each function's (BAR index, size); returns each function's
+    (BAR index, offset in the window) and the bytes the layout spans. Scenario validation uses the span
+    to refuse what would not fit before anything is built."""
+    cursor = 0
+    placed: list[list[tuple[int, int]]] = []
+    for bars in functions:
+        offsets = []
+        for index, size in sorted(bars, key=lambda b: -b[1]):
+            cursor = -(-cursor // size) * size
+            offsets.append((index, cursor))
+            cursor += size
+        placed.append(offsets)
+    return placed, cursor
+
+
 def _assign_resources(rp: RootPort, ep: Endpoint, window: int) -> None:
     """Pre-boot (BIOS) resource assignment: bus numbers, the port's memory window, endpoint BARs."""
     bus = ep.bus
     rp.config.write(0x18, 0 | bus << 8 | bus << 16)
     limit = window + PORT_WINDOW_SIZE - 1
     rp.config.write(0x20, (window >> 16) & 0xFFF0 | (limit >> 16 & 0xFFF0) << 16)
-    cursor = window
-    for fn in ep.functions.values():
-        for i, bar in sorted(fn.header.bars.items(), key=lambda kv: -kv[1].size):
-            cursor = -(-cursor // bar.size) * bar.size
-            if cursor + bar.size > window + PORT_WINDOW_SIZE:
-                raise PlatformSpecError(f"BARs of {ep.name} do not fit the {PORT_WINDOW_SIZE:#x}-byte port window")
-            ep.config_write(fn.number, 0x10 + 4 * i, cursor & 0xFFFF_FFF0)
-            if bar.kind is BarKind.MEM64:
-                ep.config_write(fn.number, 0x14 + 4 * i, cursor >> 32)
-            cursor += bar.size
+    functions = list(ep.functions.values())
+    placed, span = layout_bars([[(i, bar.size) for i, bar in fn.header.bars.items()] for fn in functions])
+    if span > PORT_WINDOW_SIZE:
+        raise PlatformSpecError(f"BARs of {ep.name} do not fit the {PORT_WINDOW_SIZE:#x}-byte port window")
+    for fn, offsets in zip(functions, placed, strict=True):
+        for i, offset in offsets:
+            address = window + offset
+            ep.config_write(fn.number, 0x10 + 4 * i, address & 0xFFFF_FFF0)
+            if fn.header.bars[i].kind is BarKind.MEM64:
+                ep.config_write(fn.number, 0x14 + 4 * i, address >> 32)
 
 
 def build_platform(world: World, spec: PlatformSpec | None = None) -> Platform:

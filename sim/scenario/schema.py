@@ -42,7 +42,7 @@ from sim.engine.timing import ComponentClass, Op
 from sim.protocols.spdm.outcome import FailureReason
 from sim.protocols.spdm.profile import DeviceMeasurements
 from sim.protocols.tsm import Phase  # noqa: F401  (milestones are the securing flow's phases)
-from sim.scenario.platform import PORT_WINDOW_SIZE
+from sim.scenario.platform import PORT_WINDOW_SIZE, layout_bars
 from sim.wire.tdisp import TdiState
 
 # --- closed sets --------------------------------------------------------------------------------
@@ -1151,18 +1151,14 @@ def _missing(kind: str, name: str, known: Iterable[str]) -> str:
 
 
 def _window_bytes(d: Device) -> int:
-    """Bytes of its Root Port's memory window the device's BARs span, laid out as the platform builder does
-    (sim/scenario/platform.py): function by function, largest BAR first, each aligned to its size. Functions
-    below the highest TDI function that have no TDI, and TDIs without ranges, get one 16 KiB BAR."""
-    default = [DEFAULT_MMIO_PAGES * MMIO_PAGE]
-    sizes: dict[int, list[int]] = {}
+    """Bytes of its Root Port's memory window the device's BARs span, laid out by the platform builder's
+    :func:`~sim.scenario.platform.layout_bars`. Functions below the highest TDI function that have no TDI,
+    and TDIs without ranges, get one 16 KiB BAR 0."""
+    default = [(0, DEFAULT_MMIO_PAGES * MMIO_PAGE)]
+    bars: dict[int, list[tuple[int, int]]] = {}
     for t in d.tdis:
-        sizes.setdefault(t.function, []).extend([r.pages * MMIO_PAGE for r in t.mmio] or default)
-    cursor = 0
-    for function in range(max(sizes, default=0) + 1):
-        for size in sorted(sizes.get(function, default), reverse=True):
-            cursor = -(-cursor // size) * size + size
-    return cursor
+        bars.setdefault(t.function, []).extend([(r.bar, r.pages * MMIO_PAGE) for r in t.mmio] or default)
+    return layout_bars([bars.get(f, default) for f in range(max(bars, default=0) + 1)])[1]
 
 
 def _device_mmio_problems(base: Loc, d: Device) -> list[tuple[Loc, str]]:
