@@ -12,7 +12,7 @@ DMA paths fetch the same way.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from sim.devices.endpoint import MAX_PAYLOAD_BYTES, DmaCallback, Endpoint
 from sim.engine.runner import SimGen
@@ -31,6 +31,14 @@ COMPLETION_TIMEOUT_NS = 50_000_000
 costs that much simulated time, as on real hardware."""
 
 PAGE_BYTES = 4096  # a memory request must not cross a 4 KiB boundary
+
+
+class Memory(Protocol):
+    """The memory a device's DMA reaches (the Root Complex's host memory)."""
+
+    def read(self, address: int, length: int) -> bytes: ...
+
+    def write(self, address: int, data: bytes) -> None: ...
 
 
 def read_chunks(address: int, length: int) -> list[tuple[int, int]]:
@@ -107,3 +115,24 @@ def read_memory(world: World, endpoint: Endpoint, function: int, address: int, l
     finally:
         issued_at.clear()
         endpoint.abandon_dma(callbacks)
+
+
+def write_checked(world: World, endpoint: Endpoint, function: int, address: int, data: bytes, *, tee: bool,
+                  memory: Memory, settle_ns: int) -> SimGen[bool]:
+    """Have ``function`` write ``data`` at ``address`` (posted MWr TLPs, DW-padded); True if ``memory``
+    holds it ``settle_ns`` later. Posted writes get no completion, so the owner checks its memory once
+    they had time to cross the link; False at once when the endpoint will not issue them (Bus Master off)."""
+    if not endpoint.dma_write(function, address, bytes(data), tee=tee):
+        return False
+    yield world.timeout(settle_ns)
+    padded = bytes(data) + bytes(-len(data) % 4)
+    return memory.read(address, len(padded)) == padded
+
+
+def read_placed(world: World, endpoint: Endpoint, function: int, address: int, data: bytes, *, tee: bool,
+                memory: Memory) -> SimGen[bool]:
+    """The owner places ``data`` at ``address`` in ``memory``, then ``function`` fetches it with
+    :func:`read_memory`; True if the device received exactly ``data``."""
+    memory.write(address, bytes(data))
+    got = yield from read_memory(world, endpoint, function, address, len(data), tee=tee)
+    return got == bytes(data)

@@ -22,7 +22,7 @@ from typing import Any, TextIO
 from sim import __version__
 from sim.crypto.algorithms import BaseHashAlgo
 from sim.crypto.hashes import digest
-from sim.devices.dma import read_memory
+from sim.devices.dma import read_placed, write_checked
 from sim.engine.exposure import Exposure
 from sim.engine.trace import Channel, JsonLinesSink, MemorySink, PcapSink, TraceEvent
 from sim.engine.world import World
@@ -362,15 +362,13 @@ class ModelRun:
             ok = yield from guest.device_dma_read(event.device, GUEST_DMA_BASE, data)
         elif guest is not None:
             ok = yield from guest.device_dma(event.device, GUEST_DMA_BASE, data)
-        elif read:
-            # the host places the data in its own buffer; the device fetches it (plain requests: no TDI)
-            handle.root_port.host_memory.write(HOST_DMA_BASE, data)
-            got = yield from read_memory(self.world, handle.endpoint, 0, HOST_DMA_BASE, len(data), tee=False)
-            ok = got == data
+        elif read:  # the host's own buffer, plain requests (no TDI)
+            ok = yield from read_placed(self.world, handle.endpoint, 0, HOST_DMA_BASE, data, tee=False,
+                                        memory=handle.root_port.host_memory)
         else:
-            ok = handle.endpoint.dma_write(0, HOST_DMA_BASE, data)
-            yield self.world.timeout(handle.root_port.posted_write_settle_ns(HOST_DMA_SETTLE_NS))
-            ok = ok and handle.root_port.host_memory.read(HOST_DMA_BASE, len(data)) == data
+            ok = yield from write_checked(self.world, handle.endpoint, 0, HOST_DMA_BASE, data, tee=False,
+                                          memory=handle.root_port.host_memory,
+                                          settle_ns=handle.root_port.posted_write_settle_ns(HOST_DMA_SETTLE_NS))
         verdict = "arrived intact" if ok else "FAILED"
         if read:  # the data moves from memory to the device
             self.world.trace.emit("host-memory", event.device, Channel.LINK, b"",

@@ -54,7 +54,7 @@ from cryptography import x509
 from sim.crypto.algorithms import BaseHashAlgo
 from sim.crypto.hashes import digest
 from sim.crypto.identity import ChainResult, ChainStatus, verify_spdm_cert_chain
-from sim.devices.dma import read_memory
+from sim.devices.dma import read_placed, write_checked
 from sim.engine.runner import SimGen, drive
 from sim.engine.timing import ComponentClass, Op
 from sim.engine.trace import Channel
@@ -766,21 +766,17 @@ class Guest:
         """Have the device write ``data`` into guest memory (TEE request when the TDI runs); True if it
         arrived intact (checked once the writes had time to cross the link, however slow it is)."""
         handle = self._handle(device)
-        if not handle.endpoint.dma_write(function, address, bytes(data), tee=self._tee(device, function)):
-            return False
-        yield self.world.timeout(handle.root_port.posted_write_settle_ns(DMA_SETTLE_NS))
-        padded = bytes(data) + bytes(-len(data) % 4)
-        return handle.root_port.host_memory.read(address, len(padded)) == padded
+        return (yield from write_checked(self.world, handle.endpoint, function, address, data,
+                                         tee=self._tee(device, function), memory=handle.root_port.host_memory,
+                                         settle_ns=handle.root_port.posted_write_settle_ns(DMA_SETTLE_NS)))
 
     def device_dma_read(self, device: str, address: int, data: bytes, *, function: int = 0) -> SimGen[bool]:
         """Put ``data`` in guest memory and have the device fetch it with Memory Reads (TEE requests when
         the TDI runs, as for writes); True if the device received exactly ``data``. A read the Root Port
         refuses (non-TEE request to TEE memory) or that a reset loses ends at the completion timeout."""
         handle = self._handle(device)
-        handle.root_port.host_memory.write(address, bytes(data))
-        got = yield from read_memory(self.world, handle.endpoint, function, address, len(data),
-                                     tee=self._tee(device, function))
-        return got == bytes(data)
+        return (yield from read_placed(self.world, handle.endpoint, function, address, data,
+                                       tee=self._tee(device, function), memory=handle.root_port.host_memory))
 
 
 def _measurement_blocks(record: bytes) -> tuple[MeasurementBlock, ...]:
