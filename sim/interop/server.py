@@ -11,14 +11,21 @@ Discovery is answered by that mailbox: index 0 → (1, 0, next 1), 1 → (1, SPD
 
 Where this server differs from the reference, it is on purpose and more forgiving:
 
+* Several clients may be connected at once (each in its own thread, exchanges serialized per
+  device), so an emulator holding its connection for a guest's life does not lock others out; one
+  client beyond ``max_clients`` is refused with a log line.
+* The TEST handshake is optional (QEMU sends none); a client that disconnects without
+  CONTINUE/SHUTDOWN is treated like CONTINUE (QEMU closes that way).
 * A request the device does not answer (dropped by the mailbox, Error set, TDISP outside a
   session) gets an empty NORMAL frame, the socket's stand-in for the 1 s DOE timeout; the reference
   would send nothing and its requester would block forever.
 * An unknown command gets UNKNOWN and the connection stays up (the reference drops the client).
   OOB_ENCAP_* commands also get UNKNOWN: the device has no encapsulated requests (no ENCAP_CAP).
 * A frame of the wrong transport type is refused with a log line and that client is disconnected;
-  the server itself keeps running (the reference stops).
-* A client that disconnects without CONTINUE/SHUTDOWN is treated like CONTINUE.
+  the server itself keeps running (the reference stops). Transport NVME (QEMU's ``spdm_trans=nvme``)
+  is served when an :class:`~sim.interop.nvme.NvmeSpdmEndpoint` is given.
+* TIOSIM_QUERY frames, with any transport and without a handshake, are answered by the state
+  channel (sim.interop.events, docs/emulator-events.md).
 """
 
 from __future__ import annotations
