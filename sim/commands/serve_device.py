@@ -25,6 +25,7 @@ from sim.interop.emu_socket import DEFAULT_PORT
 from sim.interop.events import DeviceView, EventLog, EventType, query_handler
 from sim.interop.nvme import NvmeSpdmEndpoint
 from sim.interop.scenario_devices import (
+    QEMU_MAX_RESPONSE,
     SERVE_HEARTBEAT_PERIOD_S,
     ServedDevice,
     ServeSetupError,
@@ -98,6 +99,7 @@ def served_devices(args: argparse.Namespace) -> list[ServedDevice]:
             devices = [ServedDevice.from_socket_device(build_device(args))]
         for device in devices:
             device.set_heartbeat(SERVE_HEARTBEAT_PERIOD_S if args.heartbeat_period is None else args.heartbeat_period)
+            device.set_max_response(args.max_response)
         apply_mmio_options(devices, mmio)
     except ScenarioError as exc:
         raise UserError(str(exc)) from None
@@ -160,7 +162,7 @@ def cmd_serve_device(args: argparse.Namespace, console: Console) -> int:
             events.attach(DeviceView(device.device_id, port, device.profile.name, device.endpoint, device.dsm,
                                      device.lock, {t.function_id: t.name for t in device.tdis}))
             nvme = NvmeSpdmEndpoint(lambda message, dsm=device.dsm: dsm.handle_doe(DoeObjectType.SPDM, message))
-            server = EmuServer(device.target, host=args.host, port=port,
+            server = EmuServer(device.target, host=args.host, port=port, max_response=args.max_response,
                                max_connections=1 if args.once else args.max_connections,
                                client_timeout=args.timeout or None, log=logger(device.device_id), pcap=pcap,
                                max_clients=args.max_clients, lock=device.lock, query=query, nvme=nvme,
@@ -246,6 +248,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
                    help="a range of that TDI's interface report, relative to the BAR's base at LOCK (repeatable, "
                         "in report order; replaces the default of whole BARs); ATTR: msix_table, msix_pba, "
                         "non_tee_mem, mem_attr_updatable")
+    p.add_argument("--max-response", type=int, default=QEMU_MAX_RESPONSE, metavar="BYTES",
+                   help=f"largest response object (DOE header and secured record included) the client takes "
+                        f"(default {QEMU_MAX_RESPONSE:#x}, QEMU's limit); lowers DataTransferSize and MaxSPDMmsgSize "
+                        "to fit when needed: larger answers become ResponseTooLarge, certificate portions shrink")
     p.add_argument("--events", metavar="PATH|-",
                    help="write one JSON line per device-side change (SPDM session, IDE keys and streams, TDI "
                         "states with the T bit, resets, clients) to PATH or stdout (docs/emulator-events.md)")

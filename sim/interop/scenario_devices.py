@@ -35,6 +35,9 @@ from sim.scenario.trust_models import WIRINGS
 from sim.wire.tdisp import MmioRangeAttributes
 
 SERVE_HEARTBEAT_PERIOD_S = 1  # what serve-device offers by default (the simulation profiles keep 0)
+QEMU_MAX_RESPONSE = 0x1200  # QEMU's SPDM_SOCKET_MAX_MESSAGE_BUFFER_SIZE: the largest response object it takes
+RESPONSE_OVERHEAD = 8 + 24  # DOE header; secured record: session id 4, length 2, app length 2, MAC 16
+MIN_SPDM_MESSAGE = 42  # the smallest DataTransferSize SPDM allows
 PAGE = 4096
 _ATTRIBUTE_NAMES = {"msix_table": MmioRangeAttributes.MSIX_TABLE, "msix_pba": MmioRangeAttributes.MSIX_PBA,
                     "non_tee_mem": MmioRangeAttributes.IS_NON_TEE_MEM,
@@ -70,6 +73,21 @@ class ServedDevice:
         """The built-in socket device (sim.interop.device); its TDIs are named f0..f7 after their functions."""
         tdis = [ServedTdi(f"f{fn}", fn, d.endpoint.requester_id(fn)) for fn in sorted(d.endpoint.functions)]
         return cls(DEVICE_NAME, d.profile, d.identity, d.endpoint, d.dsm, d.target, tdis)
+
+    def set_max_response(self, size: int) -> None:
+        """Bound every response object to ``size`` bytes: DataTransferSize = MaxSPDMmsgSize = size - overhead.
+
+        Without CHUNK_CAP (not implemented) a response that would not fit is refused with
+        ResponseTooLarge (SPDM 1.2+), and CERTIFICATE portions are clamped to fit.
+        """
+        dts = size - RESPONSE_OVERHEAD
+        if dts < MIN_SPDM_MESSAGE:
+            raise ServeSetupError(f"--max-response {size}: at least {MIN_SPDM_MESSAGE + RESPONSE_OVERHEAD} bytes "
+                                  f"(a {MIN_SPDM_MESSAGE}-byte SPDM message plus {RESPONSE_OVERHEAD} bytes of DOE "
+                                  "header and secured record)")
+        if dts < self.profile.data_transfer_size:
+            self.profile = self.profile.replace(data_transfer_size=dts, max_spdm_msg_size=dts)
+            self.dsm.spdm.profile = self.profile
 
     def root_der(self) -> bytes:
         return self.identity.root.public_bytes(serialization.Encoding.DER)

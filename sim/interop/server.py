@@ -107,7 +107,8 @@ class EmuServer:
     ``max_connections`` stops the server after that many clients ended (``--once`` is 1); None serves
     until SHUTDOWN or :meth:`stop`. ``client_timeout`` bounds the silence of every client (None: none).
     ``query`` answers TIOSIM_QUERY frames (sim.interop.events); ``nvme`` serves QEMU's NVMe storage
-    frames; ``on_client(peer, state)`` is told of connects and ends.
+    frames; ``on_client(peer, state)`` is told of connects and ends; a response object larger than
+    ``max_response`` is not sent (the client would drop it) but logged.
     """
 
     def __init__(self, target: DoeTarget, *, host: str = LOOPBACK, port: int = DEFAULT_PORT,
@@ -116,7 +117,7 @@ class EmuServer:
                  pcap: BinaryIO | None = None, max_clients: int = DEFAULT_MAX_CLIENTS,
                  lock: threading.Lock | None = None, query: Callable[[bytes], bytes] | None = None,
                  nvme: NvmeSpdmEndpoint | None = None, name: str = "one simulated device",
-                 on_client: Callable[[str, str], None] | None = None) -> None:
+                 on_client: Callable[[str, str], None] | None = None, max_response: int | None = None) -> None:
         if max_clients < 1:
             raise ValueError("max_clients must be at least 1")
         self.target = target
@@ -127,6 +128,7 @@ class EmuServer:
         self.client_timeout = client_timeout
         self.max_payload = max_payload
         self.max_clients = max_clients
+        self.max_response = max_response
         self.query = query
         self.nvme = nvme
         self.name = name
@@ -369,6 +371,12 @@ class EmuServer:
         if result.kind is not MailboxResultKind.RESPONSE:
             self.result.unanswered += 1
             self.log(f"#{n} {self.describer.describe(request, request=True)} -> no response: {result.detail}")
+            return b""
+        if self.max_response is not None and len(result.response) > self.max_response:
+            self.result.unanswered += 1
+            self.log(f"#{n} {self.describer.describe(request, request=True)} -> a {len(result.response)}-byte "
+                     f"response exceeds --max-response {self.max_response}; sent none (a simulator bug: the "
+                     "responder's DataTransferSize should have bounded it)")
             return b""
         self._capture(result.response)
         self.log(f"#{n} {self.describer.describe(request, request=True)} -> "

@@ -18,6 +18,7 @@ from rich.console import Console
 from sim import cli as tiosim_cli
 from sim.commands.common import EXIT_USAGE, UserError
 from sim.interop.client import EmuClient, EmuClientError, query_state
+from sim.interop.doe_driver import MailboxResult, MailboxResultKind
 from sim.interop.emu_socket import EmuCommand, EmuFrame, EmuTransport, read_frame, write_frame
 from sim.interop.events import MAX_QUERY_BYTES, DeviceView, EventLog, EventType, answer_query, query_handler
 from sim.interop.scenario_devices import (
@@ -30,7 +31,7 @@ from sim.interop.scenario_devices import (
 from sim.interop.server import ConnectionEnd, EmuServer
 from sim.scenario.loader import ScenarioError, load_scenario, load_scenario_text
 from sim.scenario.run import ModelRun
-from sim.wire.tdisp import InterfaceId, LockInterfaceFlags, LockInterfaceRequest, MmioRange, MmioRangeAttributes
+from sim.wire.tdisp import MmioRange, MmioRangeAttributes
 
 TIMEOUT = 5.0
 GET_VERSION_DOE = bytes.fromhex("01 00 01 00 03 00 00 00 10 84 00 00")
@@ -96,10 +97,6 @@ def test_serve_heartbeat_default_is_separate_from_the_simulation_profile(two: Pa
     assert device.dsm.spdm.profile.heartbeat_period == SERVE_HEARTBEAT_PERIOD_S == 1
     with pytest.raises(ServeSetupError, match="0-255"):
         device.set_heartbeat(256)
-
-
-def _lock(device_fid: int, flags: LockInterfaceFlags) -> LockInterfaceRequest:
-    return LockInterfaceRequest(flags, 0, 0, 0, interface_id=InterfaceId(device_fid))
 
 
 def test_report_layout_from_the_scenario_follows_the_bars(two: Path) -> None:
@@ -399,3 +396,53 @@ def test_an_idle_client_does_not_hold_the_device(two: Path) -> None:
 def test_no_idle_bound_with_timeout_zero() -> None:
     code, text = _run("serve-device", "--timeout", "-1", "--port", "70000")
     assert code == EXIT_USAGE and "70000" in text
+
+
+# ------------------------------------------------------------------ the response size bound
+
+
+def test_max_response_bounds_every_object_and_attest_still_passes() -> None:
+    """With a 600-byte bound the certificate comes in portions and no response object is larger."""
+    args, console, out = _cli("serve-device", "--port", "0", "--max-response", "600", "--once",
+                              "--timeout", str(TIMEOUT))
+    codes: list[int] = []
+    thread = threading.Thread(target=lambda: codes.append(args.func(args, console)), daemon=True)  # type: ignore[attr-defined]
+    thread.start()
+    for _ in range(200):
+        if (m := re.search(r"serving device \S+ on 127\.0\.0\.1:(\d+)", out.getvalue())):
+            break
+        threading.Event().wait(0.05)
+    assert m is not None, out.getvalue()
+    code, text = _run("attest", "--connect", f"127.0.0.1:{m.group(1)}", "--timeout", str(TIMEOUT))
+    thread.join(TIMEOUT)
+    assert code == 0 and "all 22 steps passed" in text, text
+    served = out.getvalue()
+    sizes = [int(n) * 4 for n in re.findall(r"-> DOE \w+ len=(\d+)DW", served)]
+    assert sizes and max(sizes) <= 600
+    assert "CERTIFICATE slot=0 portion=560" in served and "exceeds" not in served
+
+
+def test_max_response_too_small_is_refused() -> None:
+    code, text = _run("serve-device", "--max-response", "73")
+    assert code == EXIT_USAGE and "at least 74 bytes" in text
+
+
+def test_an_oversized_response_is_not_sent() -> None:
+    class Big:
+        def exchange(self, request: bytes) -> MailboxResult:
+            return MailboxResult(MailboxResultKind.RESPONSE, bytes.fromhex("01000100") + (0x500).to_bytes(4, "little")
+                                 + bytes(0x500 * 4 - 8))
+
+    logs: list[str] = []
+    server = EmuServer(Big(), port=0, client_timeout=TIMEOUT, max_response=0x1200, log=logs.append)
+    _, port = server.bind()
+    thread = threading.Thread(target=server.serve, daemon=True)
+    thread.start()
+    try:
+        with EmuClient("127.0.0.1", port, timeout=TIMEOUT) as client:
+            assert client.exchange_object(GET_VERSION_DOE) is None
+            assert "no response" in client.last_problem
+    finally:
+        server.stop()
+        thread.join(TIMEOUT)
+    assert any("5120-byte response exceeds --max-response 4608" in line for line in logs)
