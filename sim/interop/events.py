@@ -43,6 +43,7 @@ class EventType(enum.StrEnum):
     IDE_STREAM = "ide-stream"  # a stream's keys became ready in both directions (GO) or stopped being (STOP)
     TDI = "tdi"  # a TDI changed TDISP state
     RESET = "reset"  # the device was reset (through the query channel)
+    CONFIG_WRITE = "config-write"  # an emulator mirrored a guest's config-space write (through the query channel)
     CLIENT = "client"  # a socket client connected or left
 
 
@@ -54,6 +55,11 @@ class ResetKind(enum.StrEnum):
 class QueryOp(enum.StrEnum):
     STATE = "state"
     RESET = "reset"
+    CONFIG_READ = "config-read"
+    CONFIG_WRITE = "config-write"
+
+
+CONFIG_SPACE_BYTES = 4096
 
 
 def t_bit(state: TdiState) -> bool:
@@ -179,6 +185,16 @@ class EventLog:
                     view.sessions.clear()
             self._streams_changed(view)
 
+    def config_write(self, view: DeviceView, function: int, offset: int, value: int) -> None:
+        """Mirror one config-space DW write (e.g. the guest placing a BAR), as the function would take it."""
+        with view.lock:
+            self.emit(view.device_id, EventType.CONFIG_WRITE, function=function, offset=offset, value=value)
+            view.endpoint.config_write(function, offset, value)
+
+    def config_read(self, view: DeviceView, function: int, offset: int) -> int:
+        with view.lock:
+            return view.endpoint.config_read(function, offset) & 0xFFFF_FFFF
+
     def state(self) -> dict[str, Any]:
         views = list(self.devices.values())
         out = []
@@ -225,7 +241,9 @@ def answer_query(log: EventLog, payload: bytes) -> dict[str, Any]:
         if len(log.devices) == 1 and device is None:
             device = next(iter(log.devices))
         if not isinstance(device, str) or device not in log.devices:
-            raise QueryError(f"reset needs \"device\": one of {', '.join(sorted(log.devices))}")
+            raise QueryError(f"{op} needs \"device\": one of {', '.join(sorted(log.devices))}")
+        if op in (QueryOp.CONFIG_READ, QueryOp.CONFIG_WRITE):
+            return _config(log, log.devices[device], QueryOp(op), request)
         kind = request.get("kind", str(ResetKind.CONVENTIONAL))
         if kind not in ResetKind._value2member_map_:
             raise QueryError(f"unknown reset kind {kind!r} (expected one of: {', '.join(ResetKind)})")
@@ -238,6 +256,26 @@ def answer_query(log: EventLog, payload: bytes) -> dict[str, Any]:
         return log.state()
     except QueryError as exc:
         return {"ok": False, "error": str(exc)}
+
+
+def _int_field(request: dict[str, Any], name: str, low: int, high: int, what: str) -> int:
+    value = request.get(name)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise QueryError(f"\"{name}\" must be {what}")
+    return value
+
+
+def _config(log: EventLog, view: DeviceView, op: QueryOp, request: dict[str, Any]) -> dict[str, Any]:
+    functions = sorted(view.endpoint.functions)
+    function = request.get("function", 0)
+    if isinstance(function, bool) or function not in functions:
+        raise QueryError(f"\"function\" must be one of {functions}")
+    offset = _int_field(request, "offset", 0, CONFIG_SPACE_BYTES - 4, "a config-space offset 0-4092")
+    if offset % 4:
+        raise QueryError(f"\"offset\" {offset} is not DW-aligned (expected a multiple of 4)")
+    if op is QueryOp.CONFIG_WRITE:
+        log.config_write(view, function, offset, _int_field(request, "value", 0, 0xFFFF_FFFF, "a u32 (0-4294967295)"))
+    return {"ok": True, "value": log.config_read(view, function, offset), **log.state()}
 
 
 def encode_answer(answer: dict[str, Any]) -> bytes:

@@ -446,3 +446,32 @@ def test_an_oversized_response_is_not_sent() -> None:
         server.stop()
         thread.join(TIMEOUT)
     assert any("5120-byte response exceeds --max-response 4608" in line for line in logs)
+
+
+# ------------------------------------------------------------------ mirroring config writes
+
+
+def test_config_write_moves_the_bar_the_report_reads(log: EventLog) -> None:
+    nic = log.devices["nic0"]
+    answer = answer_query(log, b'{"op": "config-write", "device": "nic0", "function": 1, "offset": 16, '
+                               b'"value": 4276092928}')  # BAR 0 low DW := 0xFEE00000 (the guest placed it)
+    assert answer["ok"] is True and answer["value"] & ~0xF == 0xFEE00000
+    rt = next(r for r in nic.dsm.tdisp.tdis.values() if r.definition.interface_id.function_id == 0x0201)
+    assert nic.dsm.hooks.mmio_ranges(rt.definition)[0].first_page == 0xFEE00 + 1
+    assert answer_query(log, b'{"op": "config-read", "device": "nic0", "function": 1, "offset": 16}')["value"] == \
+        answer["value"]
+    assert [e["event"] for e in log.lines] == [str(EventType.CONFIG_WRITE)]
+
+
+@pytest.mark.parametrize(("payload", "words"), [
+    (b'{"op": "config-read", "device": "gpu0", "function": 3, "offset": 0}', "\"function\" must be one of [0]"),
+    (b'{"op": "config-read", "device": "gpu0", "offset": 4096}', "offset 0-4092"),
+    (b'{"op": "config-read", "device": "gpu0", "offset": 6}', "not DW-aligned"),
+    (b'{"op": "config-read", "device": "gpu0", "offset": "16"}', "offset 0-4092"),
+    (b'{"op": "config-write", "device": "gpu0", "offset": 16}', "u32"),
+    (b'{"op": "config-write", "device": "gpu0", "offset": 16, "value": -1}', "u32"),
+    (b'{"op": "config-write", "offset": 16, "value": 1}', "config-write needs \"device\""),
+])
+def test_malformed_config_queries(log: EventLog, payload: bytes, words: str) -> None:
+    answer = answer_query(log, payload)
+    assert answer["ok"] is False and words in answer["error"], answer
