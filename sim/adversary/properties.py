@@ -44,6 +44,7 @@ from sim.host.kernel import HostEventKind
 from sim.protocols.tdisp import TdiTransition
 from sim.protocols.tsm import Phase, PhaseMark, SecuredDevice
 from sim.rootport.ide_regs import KeySlotStatus
+from sim.scenario.schema import AdversaryStrategy
 from sim.vmm.guest import LeftRunCause, TdiNote
 from sim.wire.codec import DecodeError
 from sim.wire.ide_km import Direction, KeySet, SubStream
@@ -71,9 +72,13 @@ class SecurityProperty(enum.StrEnum):
 
 
 class Verdict(enum.StrEnum):
+    """One run's answer for one property. HELD needs evidence: something of the property was at stake and
+    (with an adversary) the adversary acted against it; otherwise the answer is NOT_EXERCISED, with why."""
+
     HELD = "held"
     BROKEN_DETECTED = "broken-detected"
     BROKEN_UNDETECTED = "broken-undetected"
+    NOT_EXERCISED = "not-exercised"
 
 
 class AlarmKind(enum.StrEnum):
@@ -116,10 +121,13 @@ class PropertyResult:
     at: str | None = None
     at_ns: int | None = None
     excerpt: tuple[str, ...] = ()
+    at_stake: int = 0        # items of the property the run had (acceptances, buffers, resets, served devices)
+    actions: int = 0         # what the adversary did against them (0 for the run with nobody compromised)
 
     def to_json(self) -> dict[str, Any]:
         return {"verdict": str(self.verdict), "detail": self.detail, "detected_by": self.detected_by,
-                "at": self.at, "at_ns": self.at_ns, "excerpt": list(self.excerpt)}
+                "at": self.at, "at_ns": self.at_ns, "excerpt": list(self.excerpt), "at_stake": self.at_stake,
+                "actions": self.actions}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,6 +161,9 @@ def line(event: TraceEvent) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class DmaRecord:
+    """A DMA the device was asked to do: a write of ``data`` into memory, or (``read``) a fetch of ``data`` its
+    owner placed in memory; either way the data crosses the link and is at stake."""
+
     time_ns: int
     device: str
     function: int
@@ -161,6 +172,7 @@ class DmaRecord:
     tee: bool
     sent: bool
     protected: bool   # its owner believed it protected when sent (a guest's TDI in RUN; a host-secured device)
+    read: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -233,6 +245,7 @@ class Witness:
             h.dsm.add_listener(lambda event, h=h: w._on_dsm(h, event))
         for name, guest in run.actors.guests.items():
             guest.mmio_write = w._mmio_hook(name, guest.mmio_write)  # type: ignore[method-assign]
+            guest.device_dma_read = w._dma_read_hook(guest.device_dma_read)  # type: ignore[method-assign]
             guest.evidence_problems = w._evidence_hook(name, guest.evidence_problems)  # type: ignore[method-assign]
             guest.phase_listeners.append(lambda mark, name=name: w._on_guest_phase(name, mark))
         for rp in run.platform.root_ports.values():
@@ -249,6 +262,15 @@ class Witness:
                                       self._believed_protected(device, tee)))
             return sent
         return dma_write
+
+    def _dma_read_hook(self, original: Callable[..., Any]) -> Callable[..., Any]:
+        def device_dma_read(device: str, address: int, data: bytes, *, function: int = 0) -> Any:
+            tee = self.run.actors.guests[self.run.actors.vmm.owner_of(device) or ""].tdis.get((device, function))
+            running = tee is not None and tee.state is TdiState.RUN
+            self.dma.append(DmaRecord(self.run.world.now, device, function, address, bytes(data), running, True,
+                                      self._believed_protected(device, running), read=True))
+            return (yield from original(device, address, data, function=function))
+        return device_dma_read
 
     def _firmware_hook(self, device: str, original: Callable[..., None]) -> Callable[..., None]:
         def update_firmware(version: str, image: bytes | None = None) -> None:
@@ -478,8 +500,21 @@ class _Context:
         self.known: dict[bytes, bool] = {}
 
     def guest_data(self) -> list[bytes]:
+        """What a guest's confidentiality covers: its DMA both ways and its MMIO writes."""
         return [r.data for r in self.witness.dma if r.sent and r.protected and self.is_guests(r.device)] + \
                [r.data for r in self.witness.mmio]
+
+    def adversary_actions(self) -> int:
+        """How often the adversary acted: its recorded actions; for RECORD (passive by nature) the boundary
+        crossings with bytes that it handled, since handling them is all it does."""
+        adv = self.adversary
+        if adv is None:
+            return 0
+        if adv.strategy is not AdversaryStrategy.RECORD:
+            return len(adv.actions)
+        paths = set(adv.paths)
+        return sum(1 for e in self.events if e.data and e.time_ns >= adv.installed_ns
+                   and (e.source in paths or e.destination in paths or paths.intersection(e.observers)))
 
     def is_guests(self, device: str) -> bool:
         """A device the scenario gives a guest (its data is the guest's, whoever secured it)."""
@@ -510,9 +545,21 @@ class _Context:
         return [(e.time_ns, line(e)) for e in self.events if e.source in paths and e.kind is EventKind.ADVERSARY
                 and e.get("action") == "act"][:2]
 
-    def result(self, prop: SecurityProperty, violations: list[Violation], held: str) -> PropertyResult:
+    def result(self, prop: SecurityProperty, violations: list[Violation], held: str, at_stake: int,
+               nothing: str) -> PropertyResult:
+        """The verdict from the violations found; with none, HELD only if something was at stake and the
+        adversary (if any) acted; ``nothing`` says what would have been at stake."""
+        acted = self.adversary_actions()
         if not violations:
-            return PropertyResult(prop, Verdict.HELD, held)
+            if at_stake == 0:
+                return PropertyResult(prop, Verdict.NOT_EXERCISED, f"nothing at stake: {nothing}", at_stake=0,
+                                      actions=acted)
+            if self.adversary is not None and acted == 0:
+                return PropertyResult(prop, Verdict.NOT_EXERCISED, f"the adversary never acted ({at_stake} item(s) "
+                                      "at stake)", at_stake=at_stake, actions=0)
+            if self.adversary is not None:
+                held = f"the adversary acted {acted} time(s) against {at_stake} item(s) at stake; " + held
+            return PropertyResult(prop, Verdict.HELD, held, at_stake=at_stake, actions=acted)
         first = min(violations, key=lambda v: v.time_ns)
         since = 0
         if self.adversary is not None:
@@ -525,8 +572,10 @@ class _Context:
         excerpt = tuple(x for _, x in sorted(lines, key=lambda tx: tx[0]))[:EXCERPT_LINES]
         detail = first.text + (f" (+{len(violations) - 1} more)" if len(violations) > 1 else "")
         if alarm is None:
-            return PropertyResult(prop, Verdict.BROKEN_UNDETECTED, detail, excerpt=excerpt)
-        return PropertyResult(prop, Verdict.BROKEN_DETECTED, detail, alarm.by, alarm.at, alarm.time_ns, excerpt)
+            return PropertyResult(prop, Verdict.BROKEN_UNDETECTED, detail, excerpt=excerpt, at_stake=at_stake,
+                                  actions=acted)
+        return PropertyResult(prop, Verdict.BROKEN_DETECTED, detail, alarm.by, alarm.at, alarm.time_ns, excerpt,
+                              at_stake, acted)
 
 
 def _authenticity(ctx: _Context) -> PropertyResult:
@@ -562,8 +611,10 @@ def _authenticity(ctx: _Context) -> PropertyResult:
                                      f"while the device had it in {state}",
                                      f"{rec.time_ns} ns TEE DMA by {rec.device} with TDI {state}"))
     n = len(ctx.witness.accepted)
+    refusals = sum(1 for a in ctx.alarms if a.kind is AlarmKind.VERIFIER_REFUSED)
     return ctx.result(SecurityProperty.AUTHENTICITY, out, f"{n} acceptance(s), each of the genuine device "
-                                                          "as the policy expects it")
+                                                          f"as the policy expects it; {refusals} refusal(s)",
+                      n + refusals, "no relying party accepted or refused a device")
 
 
 def _report_problems(ctx: _Context, acc: Acceptance) -> list[str]:
@@ -700,7 +751,7 @@ def _confidentiality(ctx: _Context) -> PropertyResult:
                                      _where_seen(ctx, key)))
     return ctx.result(SecurityProperty.CONFIDENTIALITY, out,
                       f"{len(data)} guest buffer(s): never in the clear on the link, no IDE key of theirs with the "
-                      "adversary")
+                      "adversary", len(data), "no guest DMA or MMIO data crossed the link")
 
 
 def _plain_payload(wire: bytes) -> bytes:
@@ -715,7 +766,7 @@ def _integrity(ctx: _Context) -> PropertyResult:
     """Every write that landed in a guest DMA buffer is the device's own data for it (a lost write is not an
     integrity break: liveness reports it); every guest MMIO write reached the device unchanged."""
     run, out = ctx.run, []
-    buffers = [r for r in ctx.witness.dma if r.sent]
+    buffers = [r for r in ctx.witness.dma if r.sent and not r.read]
     guarded = [r for r in buffers if r.protected]
     for w in ctx.witness.memory:
         for rec in guarded:
@@ -739,7 +790,8 @@ def _integrity(ctx: _Context) -> PropertyResult:
             out.append(Violation(m.time_ns, m.device, f"{m.guest}'s MMIO write to {m.device} BAR{m.bar}+0x{m.offset:x} "
                                  "did not arrive unchanged"))
     return ctx.result(SecurityProperty.INTEGRITY, out, f"{len(guarded)} DMA buffer(s) and {len(ctx.witness.mmio)} "
-                                                       "MMIO write(s): nothing but the device's own data arrived")
+                                                       "MMIO write(s): nothing but the device's own data arrived",
+                      len(guarded) + len(ctx.witness.mmio), "no protected DMA write or MMIO write in this run")
 
 
 def _tampered_in_transit(ctx: _Context, guarded: list[DmaRecord]) -> list[Violation]:
@@ -821,7 +873,7 @@ def _freshness(ctx: _Context) -> PropertyResult:
                                          "without re-authenticating it",
                                          f"{recovery.resumed_ns} ns host resumed {h.id}"))
     return ctx.result(SecurityProperty.FRESHNESS, out, f"{total} reset(s), each followed by re-attestation and "
-                                                       "re-keying before use" if total else "no reset in this run")
+                                                       "re-keying before use", total, "no reset in this run")
 
 
 def _left_run(rec: Any, name: str | None, start: int, end: int) -> bool:
@@ -861,7 +913,7 @@ def _liveness(ctx: _Context) -> PropertyResult:
         if not rec.stream_secure_at():
             out.append(Violation(end, h.id, f"{h.id}'s IDE stream is not Secure at the end"))
         for dma in ctx.witness.dma:
-            if dma.device == h.id and dma.protected:
+            if dma.device == h.id and dma.protected and not dma.read:
                 got = sum(len(w.data) for w in ctx.witness.memory if w.time_ns >= dma.time_ns and _covers(dma, w))
                 if got < len(dma.data):
                     out.append(Violation(dma.time_ns, h.id, f"{len(dma.data) - got} of {len(dma.data)} bytes of "
@@ -874,7 +926,7 @@ def _liveness(ctx: _Context) -> PropertyResult:
             if (was_secure and not rec.stream_secure_at()) or any(rec.tdi_state_at(n) != "RUN" for n in ran):
                 out.append(Violation(fault_t, h.id, f"{h.id} never recovered from {what}"))
     return ctx.result(SecurityProperty.LIVENESS, out, "every device accepted, running and Secure; every recovery "
-                                                      "completed")
+                                                      "completed", len(run.platform.devices), "no device to serve")
 
 
 CHECKS: dict[SecurityProperty, Callable[[_Context], PropertyResult]] = {

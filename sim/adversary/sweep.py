@@ -15,6 +15,7 @@ Runs are independent, so ``workers`` > 1 spreads them over processes (fork).
 from __future__ import annotations
 
 import dataclasses
+import enum
 import os
 import time
 from collections.abc import Iterable, Sequence
@@ -33,6 +34,22 @@ from sim.adversary.strategies import (
 from sim.scenario import schema as S
 
 Pair = tuple[S.AdversaryComponent, S.AdversaryStrategy]
+
+
+class BaseStatus(enum.StrEnum):
+    """What a trusted-base answer rests on."""
+
+    EXERCISED = "exercised"                                   # at stake and attacked: the components are measured
+    NOT_EXERCISED = "not-exercised"                           # nothing at stake, or no adversary ever acted
+    BROKEN_WITHOUT_COMPROMISE = "broken-without-compromise"   # the run with nobody compromised already breaks it
+
+
+def breaking(prop: SecurityProperty) -> frozenset[Verdict]:
+    """The verdicts that put a component in a property's trusted base: an undetected break; for liveness a
+    detected one too (a denial that is noticed is still a denial)."""
+    if prop is SecurityProperty.LIVENESS:
+        return frozenset({Verdict.BROKEN_UNDETECTED, Verdict.BROKEN_DETECTED})
+    return frozenset({Verdict.BROKEN_UNDETECTED})
 PREMISED = frozenset({S.AdversaryStrategy.SUBSTITUTE_MEASUREMENTS})
 
 
@@ -104,24 +121,41 @@ class ModelSweep:
         """A run whose break the premise alone already causes, undetected."""
         return (self.premise is not None and self.premise.applicable and outcome.strategy is not None
                 and S.AdversaryStrategy(outcome.strategy) in PREMISED
-                and self.premise.verdict(prop) is Verdict.BROKEN_UNDETECTED)
+                and self.premise.verdict(prop) in breaking(prop))
 
     def trusted_base(self) -> dict[str, dict[str, Any]]:
-        """Per property: the components whose compromise breaks it undetected, and the evidence."""
+        """Per property: its status (``exercised``, ``not-exercised``, ``broken-without-compromise``), the
+        components whose compromise breaks it (undetected; for liveness a detected denial is a denial too), why,
+        the verdict counts over the pairs, and the evidence."""
         out: dict[str, dict[str, Any]] = {}
         for prop in SecurityProperty:
             honest = self.honest.verdict(prop)
-            entry: dict[str, Any] = {"components": [], "evidence": [], "honest": str(honest)}
-            if honest is not Verdict.HELD:
-                entry["note"] = ("broken without any adversary: " + self.honest.verdicts[str(prop)]["detail"])
-                out[str(prop)] = entry
+            counts = {str(v): 0 for v in Verdict}
+            for o in self.runs:
+                v = o.verdict(prop)
+                if o.applicable and v is not None:
+                    counts[str(v)] += 1
+            entry: dict[str, Any] = {"status": BaseStatus.EXERCISED.value, "components": [], "why": "",
+                                     "evidence": [], "honest": str(honest), "verdicts": counts}
+            out[str(prop)] = entry
+            if honest in breaking(prop):
+                entry["status"] = BaseStatus.BROKEN_WITHOUT_COMPROMISE.value
+                entry["why"] = "broken with nobody compromised: " + self.honest.verdicts[str(prop)]["detail"]
+                entry["note"] = entry["why"]
                 continue
             if self.premise is not None and self.premise.verdict(prop) is Verdict.BROKEN_UNDETECTED:
-                entry["note"] = ("the substitute-measurements premise alone (firmware the policy rejects) breaks it "
-                                 "undetected: " + self.premise.verdicts[str(prop)]["detail"])
+                entry["status"] = BaseStatus.BROKEN_WITHOUT_COMPROMISE.value
+                entry["why"] = ("the substitute-measurements premise alone (firmware the policy rejects, nobody "
+                                "compromised) breaks it: " + self.premise.verdicts[str(prop)]["detail"])
+                entry["note"] = entry["why"]
+            exercised = [o for o in self.runs if o.applicable and o.verdict(prop) not in (None, Verdict.NOT_EXERCISED)]
+            if honest is Verdict.NOT_EXERCISED and not exercised:
+                entry["status"] = BaseStatus.NOT_EXERCISED.value
+                entry["why"] = self.honest.verdicts[str(prop)]["detail"]
+                continue
             comps: list[str] = []
             for o in self.runs:
-                if not o.applicable or o.verdict(prop) is not Verdict.BROKEN_UNDETECTED or self.excused(o, prop):
+                if not o.applicable or o.verdict(prop) not in breaking(prop) or self.excused(o, prop):
                     continue
                 v = o.verdicts[str(prop)]
                 if o.component not in comps:
@@ -131,7 +165,10 @@ class ModelSweep:
                                           "excerpt": v["excerpt"]})
             order = [str(c) for c in S.AdversaryComponent]
             entry["components"] = sorted(comps, key=order.index)
-            out[str(prop)] = entry
+            if entry["status"] == BaseStatus.EXERCISED.value:
+                held = counts[str(Verdict.HELD)] + counts[str(Verdict.BROKEN_DETECTED)]
+                entry["why"] = (f"{len(entry['evidence'])} pair run(s) broke it without compromise of anything else; "
+                                f"{held} held or were detected; {counts[str(Verdict.NOT_EXERCISED)]} not exercised")
         return out
 
     def to_json(self) -> dict[str, Any]:
@@ -200,4 +237,4 @@ def attach(result: dict[str, Any], sweeps: dict[str, ModelSweep]) -> dict[str, A
     return result
 
 
-__all__ = ["ModelSweep", "RunOutcome", "attach", "run_one", "sweep", "sweep_model"]
+__all__ = ["BaseStatus", "ModelSweep", "RunOutcome", "attach", "run_one", "sweep", "sweep_model"]

@@ -190,8 +190,7 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
         if not args.quiet:
             for model, res in result["models"].items():
                 for prop, entry in (res.get("trusted_base") or {}).items():
-                    console.print(escape(f"  trusted base [{model}] {prop}: {', '.join(entry['components']) or 'nobody'}"
-                                         + (f" ({entry['note']})" if entry.get("note") else "")))
+                    console.print(escape(f"  trusted base [{model}] {prop}: {_base_words(entry)}"))
     write_outputs(result, scenario, out)
     paths = write_report(result, out)
     if not args.quiet:
@@ -234,3 +233,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
                      help="also compromise each component with each adversary strategy, per model, and put the "
                           "measured trusted base of every security property into result.json and the report")
     cmp.set_defaults(func=cmd_compare)
+
+
+def _base_words(entry: dict[str, Any]) -> str:
+    """One trusted-base answer for the terminal, with what it rests on when it is not a measurement."""
+    comps = ", ".join(entry["components"])
+    if entry["status"] == "broken-without-compromise":
+        return "BROKEN WITHOUT ANY COMPROMISE" + (f" (also: {comps})" if comps else "") + f" - {entry['why']}"
+    if entry["status"] == "not-exercised":
+        return f"NOT EXERCISED - {entry['why']}"
+    return comps or "nobody"

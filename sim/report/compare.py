@@ -21,6 +21,7 @@ from typing import TypeVar
 
 from sim.engine.exposure import Exposure
 
+BASE_STATUSES = ("exercised", "not-exercised", "broken-without-compromise")
 RESULT_FORMAT = 1
 REPORT_FORMAT = 1
 
@@ -308,6 +309,8 @@ class ModelRun:
     roles: Mapping[str, str] = dataclasses.field(default_factory=dict)   # component → its role in this model
     # property → the runs that broke it undetected: (component, strategy, detail, trace excerpt lines)
     trusted_base_evidence: Mapping[str, tuple[BaseEvidence, ...]] = dataclasses.field(default_factory=dict)
+    # property → (status, why): "exercised", "not-exercised" or "broken-without-compromise" (result format 2)
+    trusted_base_status: Mapping[str, tuple[str, str]] = dataclasses.field(default_factory=dict)
     wiring: str | None = None       # one sentence on how this trust model is wired
     notes: tuple[str, ...] = ()     # the runner's remarks (e.g. an assignment the model cannot honour)
 
@@ -531,6 +534,19 @@ def _read_base_evidence(value: object, path: str) -> dict[str, tuple[BaseEvidenc
     return out
 
 
+def _read_base_status(value: object, path: str) -> dict[str, tuple[str, str]]:
+    """property → (status, why); an entry without a status (older results) is "exercised"."""
+    out: dict[str, tuple[str, str]] = {}
+    for prop, entry in _obj(value, path).items():
+        if isinstance(entry, Mapping):
+            status = _opt(entry, "status", _sub(path, prop), _str) or "exercised"
+            if status not in BASE_STATUSES:
+                raise ReportInputError(_sub(_sub(path, prop), "status"),
+                                       f"expected one of {', '.join(BASE_STATUSES)}, got {status!r}")
+            out[prop] = (status, _opt(entry, "why", _sub(path, prop), _str) or "")
+    return out
+
+
 def _read_trusted_base(value: object, path: str) -> dict[str, tuple[str, ...]]:
     """property → components; each property maps to a list or to an object with a `components` list."""
     out: dict[str, tuple[str, ...]] = {}
@@ -573,6 +589,7 @@ def _read_model(key: str, value: object, path: str, tool: str | None) -> ModelRu
         sequence=_items(obj, "sequence", path, _read_crossing),
         trusted_base=_opt(obj, "trusted_base", path, _read_trusted_base),
         trusted_base_evidence=_opt(obj, "trusted_base", path, _read_base_evidence) or {},
+        trusted_base_status=_opt(obj, "trusted_base", path, _read_base_status) or {},
         roles={k: _str(v, _sub(_sub(path, "roles"), k)) for k, v in (_opt(obj, "roles", path, _obj) or {}).items()},
         wiring=_opt(obj, "wiring", path, _str),
         notes=_items(obj, "notes", path, _str),
@@ -740,8 +757,10 @@ class Comparison:
                                  "levels": {m: None if lv is None else LEVEL_WORDS[lv] for m, lv in d.levels.items()},
                                  "text": d.text()} for d in self.differences],
             },
-            "trusted_base": {r.name: None if r.trusted_base is None else {p: list(c) for p, c in r.trusted_base.items()}
-                             for r in self.runs},
+            "trusted_base": {r.name: None if r.trusted_base is None else {
+                p: {"status": r.trusted_base_status.get(p, ("exercised", ""))[0], "components": list(c),
+                    "why": r.trusted_base_status.get(p, ("exercised", ""))[1]} for p, c in r.trusted_base.items()}
+                for r in self.runs},
             "plaintext_holders": {m: self.holders(m) for m in models},
             "devices": devices,
             "fleet": {r.name: dataclasses.asdict(r.fleet) for r in self.runs},

@@ -107,6 +107,22 @@ def render_markdown(cmp: Comparison, plot_names: list[str] | None = None) -> str
             lines.append(f"- {code(r.name)}: {_plain(r.wiring or '')}".rstrip())
             lines += [f"  - note: {_plain(n)}" for n in r.notes]
 
+    _section(lines, Section.TRUSTED_BASE)
+    tb = trusted_base_table(cmp)
+    if tb is None:
+        lines.append("No run carries a measured trusted base (the adversary sweep did not run).")
+    else:
+        lines += ["The decision: per security property, the components whose compromise breaks it without detection "
+                  "(for liveness, detected or not). **Not exercised** means nothing of that property was at stake "
+                  "or no adversary ever acted on it, so the run says nothing about it; **broken without any "
+                  "compromise** means the run with nobody compromised already violates it.", ""]
+        lines += table(tb) or ["No properties."]
+        lines += ["", f"### Where the trusted bases differ, demonstrated by scenario `{cmp.scenario.name}`", ""]
+        _or(lines, trusted_base_evidence_table(cmp), "The trusted base of every property is the same in every model.")
+    lines += ["", f"### {HOLDERS_LABEL}", "", f"({HOLDERS_NOTE}.)", ""]
+    _or(lines, holders_table(cmp), "No secrets.")
+
+
     _section(lines, Section.EXPECTATIONS)
     for r in cmp.runs:
         held = sum(e.held for e in r.expectations)
@@ -142,18 +158,6 @@ def render_markdown(cmp: Comparison, plot_names: list[str] | None = None) -> str
     else:
         lines.append("None: every component saw every secret class at the same level in every model."
                      if len(cmp.runs) > 1 else "Only one model was run; nothing to compare.")
-
-    _section(lines, Section.TRUSTED_BASE)
-    tb = trusted_base_table(cmp)
-    if tb is None:
-        lines.append("No run carries a measured trusted base (the adversary sweep did not run).")
-    else:
-        lines += ["Per security property, the components whose compromise breaks it without detection:", ""]
-        lines += table(tb) or ["No properties."]
-        lines += ["", f"### Where the trusted bases differ, demonstrated by scenario `{cmp.scenario.name}`", ""]
-        _or(lines, trusted_base_evidence_table(cmp), "The trusted base of every property is the same in every model.")
-    lines += ["", f"### {HOLDERS_LABEL}", "", f"({HOLDERS_NOTE}.)", ""]
-    _or(lines, holders_table(cmp), "No secrets.")
 
     _section(lines, Section.TIME_TO_SECURE)
     lines += ["Simulated time from boot.", ""]

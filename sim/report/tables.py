@@ -10,7 +10,7 @@ import dataclasses
 import enum
 
 from sim.engine.exposure import Exposure
-from sim.report.compare import ABSENT_WORD, LEVEL_WORDS, Comparison, format_ns
+from sim.report.compare import ABSENT_WORD, LEVEL_WORDS, Comparison, ModelRun, format_ns
 
 
 class Mark(enum.StrEnum):
@@ -123,13 +123,26 @@ def trusted_base_table(cmp: Comparison) -> Table | None:
     for prop in props:
         values: list[str | None] = []
         for r in cmp.runs:
-            if r.trusted_base is None:
-                values.append(None)
-            else:
-                values.append(", ".join(r.trusted_base.get(prop, ())) or "nobody")
+            values.append(None if r.trusted_base is None else base_words(r, prop))
         mark = _side_by_side_marks(values)
-        rows.append([_c(prop), *(Cell("not measured", Mark.ABSENT) if v is None else _c(v, mark) for v in values)])
+        cells = [Cell("not measured", Mark.ABSENT) if v is None
+                 else Cell(v, Mark.FAIL) if v.startswith(RISK_PREFIXES) else _c(v, mark) for v in values]
+        rows.append([_c(prop), *cells])
     return _table(["property", *cmp.models], rows)
+
+
+RISK_PREFIXES = ("not exercised", "broken without any compromise", "the device never reached")
+
+
+def base_words(r: ModelRun, prop: str) -> str:
+    """A trusted-base cell: the components, or what the answer rests on when it is not a measurement."""
+    status, why = r.trusted_base_status.get(prop, ("exercised", ""))
+    comps = ", ".join((r.trusted_base or {}).get(prop, ()))
+    if status == "broken-without-compromise":
+        return "broken without any compromise" + (f" (also: {comps})" if comps else "")
+    if status == "not-exercised":
+        return f"not exercised: {why}" if why else "not exercised"
+    return comps or "nobody"
 
 
 def trusted_base_evidence_table(cmp: Comparison) -> Table | None:
@@ -316,10 +329,10 @@ def runs_table(cmp: Comparison) -> Table:
 class Section(enum.StrEnum):
     """The report's sections, in order; the value is the heading, the lower-case name the HTML anchor."""
 
+    TRUSTED_BASE = "Trusted base"
     EXPECTATIONS = "Expectations"
     EXPOSURE = "Exposure matrix"
     DIFFERENCES = "Exposure differences"
-    TRUSTED_BASE = "Trusted base"
     TIME_TO_SECURE = "Time to secure"
     RECOVERY = "Recovery after faults"
     INSECURE_WINDOWS = "Insecure or unauthenticated windows"

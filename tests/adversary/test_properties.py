@@ -22,7 +22,8 @@ def test_an_honest_run_holds_every_property(passthrough, build, model: M) -> Non
     run, witness, _ = build(passthrough, model)
     run.run()
     results = evaluate(run, witness)
-    assert {p: r.verdict for p, r in results.items()} == dict.fromkeys(P, V.HELD)
+    assert {p: r.verdict for p, r in results.items()} == {**dict.fromkeys(P, V.HELD), P.FRESHNESS: V.NOT_EXERCISED}
+    assert results[P.FRESHNESS].detail == "nothing at stake: no reset in this run"
     assert witness.accepted and witness.accepted[0].session_genuine is True
     assert all(r.sent and r.protected for r in witness.dma)
 

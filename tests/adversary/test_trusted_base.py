@@ -29,25 +29,102 @@ DSM_LIES = ["device-dsm/lie-in-report", "device-dsm/substitute-measurements"]
 DSM_ALL = ["device-dsm/lie-in-report", "device-dsm/record", "device-dsm/substitute-measurements"]
 FORGED_WRITE = ["second-device/modify"]
 
+# liveness: a denial counts whether or not it is noticed (whoever can keep the device from serving its owner)
+LIVENESS_PINS: dict[str, list[str]] = {
+    "fat": [
+        "device-dsm/substitute-identity",
+        "fat-tsm/reprogram-after-accept",
+        "host-kernel/drop",
+        "host-kernel/modify",
+        "host-kernel/replay",
+        "host-kernel/reprogram-after-accept",
+        "host-kernel/substitute-identity",
+        "link-interposer/drop",
+        "link-interposer/modify",
+        "link-interposer/reorder",
+        "link-interposer/replay",
+        "link-interposer/substitute-identity",
+        "second-device/replay",
+        "vmm/drop",
+        "vmm/modify",
+        "vmm/replay",
+        "vmm/substitute-identity",
+    ],
+    "thin-host": [
+        "device-dsm/substitute-identity",
+        "link-interposer/drop",
+        "link-interposer/modify",
+        "link-interposer/reorder",
+        "link-interposer/replay",
+        "link-interposer/substitute-identity",
+        "link-interposer/substitute-measurements",
+        "second-device/replay",
+        "thin-keyslot/reprogram-after-accept",
+    ],
+    "thin-guest": [
+        "device-dsm/substitute-identity",
+        "host-kernel/drop",
+        "host-kernel/modify",
+        "host-kernel/replay",
+        "host-kernel/reprogram-after-accept",
+        "host-kernel/substitute-identity",
+        "link-interposer/drop",
+        "link-interposer/modify",
+        "link-interposer/reorder",
+        "link-interposer/replay",
+        "link-interposer/substitute-identity",
+        "second-device/replay",
+        "thin-keyslot/reprogram-after-accept",
+        "vmm/drop",
+        "vmm/modify",
+        "vmm/replay",
+        "vmm/substitute-identity",
+    ],
+    "thin-vmm": [
+        "device-dsm/substitute-identity",
+        "host-kernel/drop",
+        "host-kernel/modify",
+        "host-kernel/program-known-keys",
+        "host-kernel/replay",
+        "host-kernel/reprogram-after-accept",
+        "host-kernel/substitute-identity",
+        "link-interposer/drop",
+        "link-interposer/modify",
+        "link-interposer/reorder",
+        "link-interposer/replay",
+        "link-interposer/substitute-identity",
+        "second-device/replay",
+        "vmm/drop",
+        "vmm/modify",
+        "vmm/replay",
+        "vmm/reprogram-after-accept",
+        "vmm/substitute-identity",
+    ],
+}
+
 PASSTHROUGH_PINS: dict[str, dict[str, list[str]]] = {
     "fat": {
         "authenticity": DSM_LIES + ["fat-tsm/lie-in-report", "fat-tsm/substitute-measurements"],
         "confidentiality": DSM_ALL + ["fat-tsm/lie-in-report", "fat-tsm/program-known-keys", "fat-tsm/record",
                                       "fat-tsm/substitute-measurements"],
+        "liveness": LIVENESS_PINS["fat"],
     },
     "thin-host": {
         "confidentiality": DSM_ALL + ["host-kernel/program-known-keys", "host-kernel/record",
                                       "host-kernel/reprogram-after-accept", "thin-keyslot/program-known-keys",
                                       "thin-keyslot/record"],
         "integrity": FORGED_WRITE,
+        "liveness": LIVENESS_PINS["thin-host"],
     },
     "thin-guest": {
         "authenticity": DSM_LIES,
         "confidentiality": DSM_ALL + ["thin-keyslot/program-known-keys", "thin-keyslot/record"],
+        "liveness": LIVENESS_PINS["thin-guest"],
     },
     "thin-vmm": {
         "authenticity": DSM_LIES,
         "confidentiality": DSM_ALL + ["vmm/program-known-keys", "vmm/record"],
+        "liveness": LIVENESS_PINS["thin-vmm"],
     },
 }
 
@@ -55,8 +132,8 @@ RESET_PAIRS = [(C.HOST_KERNEL, S.SKIP_REAUTH), (C.VMM, S.SKIP_REAUTH), (C.VMM, S
 RESET_PINS: dict[str, dict[str, list[str]]] = {
     "fat": {},
     "thin-host": {"freshness": ["host-kernel/skip-reauth"], "liveness": ["host-kernel/skip-reauth"]},
-    "thin-guest": {},
-    "thin-vmm": {"confidentiality": ["vmm/record"]},
+    "thin-guest": {"liveness": ["host-kernel/skip-reauth", "vmm/skip-reauth"]},
+    "thin-vmm": {"confidentiality": ["vmm/record"], "liveness": ["host-kernel/skip-reauth", "vmm/skip-reauth"]},
 }
 
 
@@ -98,11 +175,15 @@ def test_the_sweep_explains_what_it_did_not_run(passthrough_sweep) -> None:
     assert "owns every device" in skipped[("host-kernel", "modify")]
     assert "no reset" in skipped[("vmm", "skip-reauth")]
     assert "no report" in skipped[("link-interposer", "lie-in-report")]
-    # the honest run holds everything; the premise alone is caught where a guest checks measurements
-    assert {p: v["verdict"] for p, v in thin_host.honest.verdicts.items()} == dict.fromkeys(
-        ("authenticity", "confidentiality", "integrity", "freshness", "liveness"), "held")
+    # the honest run holds everything at stake (no reset: freshness is not exercised); the premise alone is
+    # caught where a guest checks measurements, and breaks thin-host's authenticity with nobody compromised
+    assert {p: v["verdict"] for p, v in thin_host.honest.verdicts.items()} == {
+        **dict.fromkeys(("authenticity", "confidentiality", "integrity", "liveness"), "held"),
+        "freshness": "not-exercised"}
     tb = thin_host.trusted_base()
-    assert tb["authenticity"]["components"] == [] and "premise alone" in tb["authenticity"]["note"]
+    assert tb["authenticity"]["status"] == "broken-without-compromise" and "premise alone" in tb["authenticity"]["why"]
+    assert tb["freshness"] == {**tb["freshness"], "status": "not-exercised", "why": "nothing at stake: no reset in this run"}
+    assert tb["confidentiality"]["status"] == "exercised" and tb["confidentiality"]["verdicts"]["broken-undetected"] > 0
     assert passthrough_sweep["thin-guest"].premise is not None
     assert passthrough_sweep["thin-guest"].premise.verdict("authenticity") is not None   # type: ignore[arg-type]
 
@@ -124,7 +205,8 @@ def test_reset_strategies_pinned_on_a_dpc_scenario(passthrough_dpc) -> None:
     problems = _differences(RESET_PINS, sweeps)
     assert not problems, "\n".join(problems)
     fat = sweeps["fat"].trusted_base()
-    assert fat["liveness"]["honest"] == "broken-detected" and "without any adversary" in fat["liveness"]["note"]
+    assert fat["liveness"]["honest"] == "broken-detected" and fat["liveness"]["status"] == "broken-without-compromise"
+    assert "nobody compromised" in fat["liveness"]["why"]
 
 
 def test_the_report_reads_the_trusted_base(passthrough) -> None:

@@ -89,9 +89,10 @@ def test_trusted_base_read_in_both_shapes() -> None:
                                            "attestation-integrity": ("fat-tsm", "gpu0.dsm")}
     assert cmp.run("thin-guest").trusted_base is None
     data = cmp.to_json()
-    assert data["trusted_base"] == {"fat": {"ide-key-confidentiality": ["fat-tsm", "rp0"],
-                                            "attestation-integrity": ["fat-tsm", "gpu0.dsm"]},
-                                    "thin-guest": None}
+    assert data["trusted_base"] == {"fat": {
+        "ide-key-confidentiality": {"status": "exercised", "components": ["fat-tsm", "rp0"], "why": ""},
+        "attestation-integrity": {"status": "exercised", "components": ["fat-tsm", "gpu0.dsm"], "why": ""}},
+        "thin-guest": None}
 
 
 def test_metrics_side_by_side() -> None:
