@@ -426,7 +426,7 @@ class Endpoint:
         finally:
             self._resetting = False
         self._update_ide_status()
-        self._emit("flr", f"FLR of function {function}")
+        self._emit("flr", f"FLR of function {function}", bytes([function]))
 
     def enter_d3cold(self) -> None:
         """Main power removed: the link drops and all state is lost at once (a conventional reset)."""

@@ -311,6 +311,8 @@ class HostKernel:
         for rp_name, rp in self.platform.root_ports.items():
             rp.dpc_listeners.append(lambda reason, ext, rp_name=rp_name: self._on_dpc(rp_name, reason, ext))
             rp.stream_listeners.append(lambda block, state, rp_name=rp_name: self._on_stream(rp_name, block, state))
+        for rp_name in self.platform.root_ports:
+            yield from self._contained_at_boot(rp_name, ports)
         if self.policy.attestation_policy is AttestationPolicy.OS_NATIVE and self.policy.secure_at_boot:
             owned = [d for d in self.table.ids() if self.policy.owns(d)]
             if self.policy.parallel_boot:
@@ -319,13 +321,51 @@ class HostKernel:
                     yield simpy.AllOf(self.world.env, procs)
             else:
                 for d in owned:
-                    yield from self.secure(d)
+                    if not self.devices[d].secured:   # a recovery at boot may have secured it already
+                        yield from self.secure(d)
         for dev in self.devices.values():
             if dev.state is DeviceState.ENUMERATED:
                 self._set_ready(dev)
         self._event(HostEventKind.BOOTED, "", f"{len(self.table)} devices in {self.world.now - started} ns")
         self.booted.succeed(self.world.now - started)
         return self.world.now - started
+
+    def _contained_at_boot(self, rp_name: str, ports: dict[str, Any]) -> SimGen:
+        """A port whose DPC triggered before the host listened (a link lost while enumerating): its
+        Trigger Status is still set. Recover the device found below it, or, when enumeration found none
+        (the link was down), release containment, wait for the link and enumerate that port again."""
+        rp, link = ports[rp_name]
+        info = self.table.ports.get(rp.path)
+        dpc = None if info is None else info.dpc
+        if dpc is None:
+            return
+        status = yield from self.pci.cfg.rp_read(rp, dpc + DPC_STATUS_SRC)
+        if status == ALL_ONES or not status & DpcStatus.TRIGGER:
+            return
+        reason = DpcTriggerReason((status & DpcStatus.REASON_MASK) >> 1)
+        found = [d for d in self.devices.values() if d.handle.root_port.path == rp_name]
+        for dev in found:
+            yield from self._recover_dpc(dev, f"{reason.name} (pending at boot)")
+        if found:
+            return
+        self.world.trace.emit(self.path, rp.path, Channel.LINK, b"",
+                              f"host: {rp_name} contained at boot with nothing enumerated: releasing, rescanning")
+        if status & DpcStatus.INTERRUPT:
+            yield from self.pci.cfg.rp_write(rp, dpc + DPC_STATUS_SRC, int(DpcStatus.INTERRUPT), 2)
+        yield from self.pci.cfg.rp_write(rp, dpc + DPC_STATUS_SRC, int(DpcStatus.TRIGGER), 2)
+        pcie = info.pcie if info is not None else None
+        deadline = self.world.now + LINK_WAIT_TIMEOUT_NS
+        while pcie is not None:
+            value = yield from self.pci.cfg.rp_read(rp, pcie + 0x10)
+            if (value >> 16) & LnkSta.DLL_LINK_ACTIVE or self.world.now > deadline:
+                break
+            yield self.world.timeout(LINK_POLL_NS)
+        yield self.world.timeout(POST_LINK_DELAY_NS)
+        yield from self.pci.assign_unassigned(rp, link)
+        again = yield from self.pci.enumerate({rp_name: (rp, link)}, lambda path: self.platform.device_at(path).id)
+        for entry in again:
+            self.table.add(entry)
+            yield from self._bring_up(entry)
 
     def _bring_up(self, entry: DeviceEntry) -> SimGen:
         handle = self.platform.device(entry.id)
@@ -732,7 +772,8 @@ class HostKernel:
                 if self.policy.reauthenticates(device):
                     yield from self._reauthenticate(dev, rec)
         if function == 0:
-            if was_ready is DeviceState.READY:
+            # boot binds the drivers of enumerated devices when it ends; one in this FLR then was skipped
+            if was_ready is DeviceState.READY or self.booted.triggered:
                 self._set_ready(dev)
             else:
                 dev.state = was_ready

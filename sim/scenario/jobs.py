@@ -39,8 +39,9 @@ def map_jobs(fn: Callable[[T], R], items: Sequence[T], *, jobs: int = 1, schedul
             if progress is not None:
                 progress(i + 1, total)
         return out
-    # fork would copy the parent's state (open files, threads); spawn starts clean workers
-    context = multiprocessing.get_context("spawn")
+    # fork where there is one (workers start at once and need no importable __main__); spawn elsewhere
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    context = multiprocessing.get_context(method)
     results: list[Any] = [None] * total
     with concurrent.futures.ProcessPoolExecutor(max_workers=min(jobs, total), mp_context=context) as pool:
         futures = {pool.submit(fn, item): i for i, item in enumerate(items)}

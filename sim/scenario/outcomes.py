@@ -35,11 +35,6 @@ KEY_IFV_BYTES = 32 + 8            # a key-slot write carries the 256-bit key and
 DOE_HEADER_BYTES = 8
 FINGERPRINT_BYTES = 8
 
-# faults after which the device keeps nothing of its keys and sessions (a conventional reset, or the
-# FLR of the DSM's function under the endpoint's default policy)
-STATE_LOSING = frozenset({"dpc", "d3cold", "link_down", "hot_reset"})
-
-
 def fault_outcomes(run: ModelRun) -> list[dict[str, Any]]:
     """One entry per injected fault, in time order (module docstring)."""
     out: list[dict[str, Any]] = []
@@ -66,7 +61,7 @@ def fault_outcomes(run: ModelRun) -> list[dict[str, Any]]:
                 "wanted": {"stream": "secure" if wanted_secure else "any", "tdis_in_run": sorted(wanted_tdis)},
             }
             if back is not None:
-                entry.update(outcome="recovered", reason=None)
+                entry.update(outcome="recovered", reason=None, reason_kind=None)
             else:
                 entry.update(_why_not(run, device, mark.at_ns, nxt))
             out.append(entry)
@@ -109,24 +104,27 @@ def _flr_function(run: ModelRun, device: str, at: int) -> int | None:
 
 
 def _why_not(run: ModelRun, device: str, at: int, nxt: int | None) -> dict[str, Any]:
-    """Why a fault did not end recovered: the stated reason, or None when nothing explains it."""
+    """Why a fault did not end recovered: the stated reason and what kind of reason it is
+    (``reason_kind``: next-fault, host-recovery, model, verdict), or None when nothing explains it."""
+    def why(outcome: str, kind: str | None, reason: str | None) -> dict[str, Any]:
+        return {"outcome": outcome, "reason": reason, "reason_kind": kind}
+
     if nxt is not None:
-        return {"outcome": "superseded", "reason": f"the next fault on {device} hit at {nxt} ns, before it recovered"}
-    if run.model is S.TrustModel.FAT and run.scenario.fat_reconnect is S.FatReconnectMode.NONE:
-        return {"outcome": "not-recoverable",
-                "reason": "fat: the firmware TSM counts a reset as a lost connection and nobody reconnects "
-                          "(fat_reconnect: none, as merged upstream)"}
+        return why("superseded", "next-fault", f"the next fault on {device} hit at {nxt} ns, before it recovered")
     for r in reversed(run.host.recoveries):
         if r.device == device and r.started_ns >= at and r.superseded_ns is None:
             if r.failed:
-                return {"outcome": "failed", "reason": f"host recovery ({r.cause}) failed: {r.failed}"}
+                return why("failed", "host-recovery", f"host recovery ({r.cause}) failed: {r.failed}")
             if r.reauthenticated is False:
-                return {"outcome": "failed", "reason": f"host re-authentication failed: {r.reauth_failure}"}
+                return why("failed", "host-recovery", f"host re-authentication failed: {r.reauth_failure}")
             break
+    if run.model is S.TrustModel.FAT and run.scenario.fat_reconnect is S.FatReconnectMode.NONE:
+        return why("not-recoverable", "model", "fat: the firmware TSM counts a reset as a lost connection and "
+                                               "nobody reconnects (fat_reconnect: none, as merged upstream)")
     for (dev, verifier), log in sorted(run.attestation_log.items()):
         if dev == device and log and log[-1]["at_ns"] >= at and not log[-1]["ok"]:
-            return {"outcome": "failed", "reason": f"{verifier} verdict after the fault: {log[-1]['reason']}"}
-    return {"outcome": "failed", "reason": None}
+            return why("failed", "verdict", f"{verifier} verdict after the fault: {log[-1]['reason']}")
+    return why("failed", None, None)
 
 
 def final_state(run: ModelRun) -> dict[str, Any]:
@@ -138,7 +136,7 @@ def final_state(run: ModelRun) -> dict[str, Any]:
     devices = {}
     for h in run.platform.devices:
         dev = run.host.devices.get(h.id)
-        devices[h.id] = {"power": "D0" if h.endpoint.powered else "D3cold",
+        devices[h.id] = {"path": h.path, "port": h.root_port.path, "power": "D0" if h.endpoint.powered else "D3cold",
                          "host_state": None if dev is None else str(dev.state)}
     return {"ports": ports, "devices": devices}
 
@@ -170,7 +168,14 @@ def spdm_sessions(run: ModelRun) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
+def device_resets(run: ModelRun) -> dict[str, list[dict[str, Any]]]:
+    """Per device, the resets its endpoint reported, and whether each took its keys and sessions."""
+    return {d: [{"t_ns": t, "kind": k, "function": f, "clears_security": c} for t, k, f, c in rec.resets]
+            for d, rec in run.watch.devices.items()}
+
+
 def campaign_records(run: ModelRun) -> dict[str, Any]:
     """The result.json keys this module adds."""
     return {"faults": fault_outcomes(run), "final_state": final_state(run), "key_programs": key_programs(run),
-            "spdm": spdm_sessions(run), "exposure_log": run.world.exposure.timeline()}
+            "spdm": spdm_sessions(run), "device_resets": device_resets(run),
+            "exposure_log": run.world.exposure.timeline()}
