@@ -267,6 +267,7 @@ class HostDevice:
     # whether config space holds what the host placed (BARs, Command): False from a reset until the
     # restore; pci_save_state then keeps the last good copy instead of saving the reset values
     config_intact: bool = True
+    securing: simpy.Event | None = None   # fires when the securing flow in progress ends (None: none runs)
 
 
 class HostKernel:
@@ -428,7 +429,13 @@ class HostKernel:
             flow = self.secure_flow(ctx)
         else:
             flow = secure_device(requester, env, device, self.policy.securing)
-        result = yield from drive(self.world, self.path, env.meter, flow, self._transport(device))
+        done = dev.securing = self.world.env.event()
+        try:
+            result = yield from drive(self.world, self.path, env.meter, flow, self._transport(device))
+        finally:
+            if dev.securing is done:
+                dev.securing = None
+            done.succeed()
         dev.last_secure = result
         dev.requester, dev.env = requester, env
         ok = bool(getattr(result, "ok", False))
@@ -738,6 +745,7 @@ class HostKernel:
     def _flr_body(self, dev: HostDevice, rec: RecoveryRecord, function: int, info: Any,
                   was_ready: DeviceState) -> SimGen:
         device, link, cfg, devctl = dev.entry.id, dev.handle.link, self.pci.cfg, info.pcie + 8
+        interrupted = dev.securing if function == 0 else None   # a securing flow this reset will break
         # pci_dev_save_and_disable: save, then Command = INTx Disable (no decoding, no bus mastering)
         yield from self._save_state(dev)
         if function == 0:
@@ -771,6 +779,14 @@ class HostKernel:
                 self._trace(dev, Channel.IDE, "IDE stream Insecure after the FLR of function 0")
                 if self.policy.reauthenticates(device):
                     yield from self._reauthenticate(dev, rec)
+        elif function == 0 and self.policy.secure_streams and self.policy.reauthenticates(device) \
+                and interrupted is not None:
+            # the FLR hit while the host was securing the device: that flow lost its session with the
+            # reset; once it has given up, secure again (else the device stays unsecured, silently)
+            yield interrupted
+            if not dev.secured:
+                self._trace(dev, Channel.IDE, "securing interrupted by the FLR of function 0: securing again")
+                yield from self._reauthenticate(dev, rec)
         if function == 0:
             # boot binds the drivers of enumerated devices when it ends; one in this FLR then was skipped
             if was_ready is DeviceState.READY or self.booted.triggered:
