@@ -13,10 +13,10 @@ from collections.abc import Sequence
 
 from rich.console import Console
 
-from sim.commands import attest, bench, decode, run, serve_device, validate
+from sim.commands import attest, bench, campaign, decode, run, serve_device, validate
 from sim.commands.common import EXIT_USAGE, UserError
 
-COMMANDS = (run, decode, validate, serve_device, attest, bench)
+COMMANDS = (run, decode, validate, serve_device, attest, bench, campaign)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -36,7 +36,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sim.devices.config_space import (
     DW_MASK,
@@ -427,7 +427,7 @@ class Endpoint:
         finally:
             self._resetting = False
         self._update_ide_status()
-        self._emit("flr", f"FLR of function {function}")
+        self._emit("flr", f"FLR of function {function}", bytes([function]))
 
     def enter_d3cold(self) -> None:
         """Main power removed: the link drops and all state is lost at once (a conventional reset)."""
@@ -750,6 +750,13 @@ class Endpoint:
 
         self.observer = observe
         self.ide.observe_stored = lambda value: world.exposure.observe_stored(path, value)
+
+        def slot_event(op: str, stream_id: int, slot: Any, data: bytes) -> None:
+            where = "" if slot is None else f" {slot[0].name} {slot[1].name} {slot[2].name}"
+            world.trace.emit(path, path, Channel.KEY_SLOT, data, f"device {op} stream {stream_id}{where}",
+                             kind=EventKind.DEVICE_KEY, fields={"op": op, "stream": stream_id})
+
+        self.ide.on_slot = slot_event
 
         def doe_event(event: DoeEvent) -> None:
             # request/response objects are traced by whoever drives the mailbox (DOE channel); here only

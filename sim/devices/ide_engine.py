@@ -95,6 +95,9 @@ class IdeEngine:
         self.ports = ports
         self.on_change = on_change
         self.observe_stored = observe_stored
+        # told about every slot operation that took effect: (op, stream id, slot or None, key+IFV or b"");
+        # the endpoint traces them, so the device side of keying shows in the trace as the Root Port's does
+        self.on_slot: Callable[[str, int, tuple[KeySet, Direction, SubStream] | None, bytes], None] | None = None
         self._streams: dict[int, IdeStreamKeys] = {}
 
     # --- IDE_KM side (the DSM calls these) ---
@@ -120,6 +123,7 @@ class IdeEngine:
         stream.slots[(key_set, direction, sub_stream)] = KeySlot.from_ifv(bytes(key), bytes(ifv))
         if self.observe_stored is not None:
             self.observe_stored(bytes(key) + bytes(ifv))
+        self._slot("program", stream_id, (key_set, direction, sub_stream), bytes(key) + bytes(ifv))
         self._changed(stream_id)
         return KpAckStatus.SUCCESS
 
@@ -133,6 +137,7 @@ class IdeEngine:
             stream.tx_current[sub_stream] = key_set
         else:
             stream.rx_armed.setdefault(sub_stream, set()).add(key_set)
+        self._slot("go", stream_id, (key_set, direction, sub_stream))
         self._changed(stream_id)
         return True
 
@@ -146,6 +151,8 @@ class IdeEngine:
         self._disarm(stream, key_set, direction, sub_stream)
         if not stream.slots:
             del self._streams[stream_id]
+        if existed:
+            self._slot("stop", stream_id, (key_set, direction, sub_stream))
         self._changed(stream_id)
         return existed
 
@@ -172,6 +179,7 @@ class IdeEngine:
         ids = list(self._streams)
         self._streams.clear()
         for sid in ids:
+            self._slot("clear", sid, None)
             self._changed(sid)
 
     def seal(self, stream_id: int, sub_stream: SubStream, aad: bytes, plaintext: bytes) -> SealedPayload:
@@ -225,6 +233,11 @@ class IdeEngine:
         if stream is not None and not stream.integrity_failed:
             stream.integrity_failed = True
             self._changed(stream.stream_id)
+
+    def _slot(self, op: str, stream_id: int, slot: tuple[KeySet, Direction, SubStream] | None,
+              data: bytes = b"") -> None:
+        if self.on_slot is not None:
+            self.on_slot(op, stream_id, slot, data)
 
     def _changed(self, stream_id: int) -> None:
         if self.on_change is not None:

@@ -62,6 +62,10 @@ class _Tracked:
     record: SecretRecord
     variants: tuple[bytes, ...]
     seen: dict[str, Exposure]
+    # when (simulated ns) the secret was registered, and when each component first reached each level:
+    # "seen after the fault" and "seen at boot" are then different entries
+    registered_ns: int = 0
+    reached_ns: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,10 +97,12 @@ class ExposureMatrix:
 class ExposureTracker:
     """Secret registry plus per-(secret, component) exposure levels."""
 
-    def __init__(self, components: Callable[[], Iterable[str]] | None = None) -> None:
+    def __init__(self, components: Callable[[], Iterable[str]] | None = None, *,
+                 clock: Callable[[], int] | None = None) -> None:
         # `components` lists every component of the world, so that those who never saw anything
-        # still appear as NEVER in the matrix.
+        # still appear as NEVER in the matrix; `clock` stamps the entries (None: all at 0).
         self._components = components or (lambda: ())
+        self._clock = clock or (lambda: 0)
         self._secrets: list[_Tracked] = []
         self._by_label: dict[str, list[int]] = {}
         self._direct: list[tuple[bytes, int]] = []
@@ -107,7 +113,9 @@ class ExposureTracker:
     def register(self, record: SecretRecord) -> None:
         idx = len(self._secrets)
         variants = byte_variants(record.value) if len(record.value) >= MIN_SCAN_LENGTH else ()
-        self._secrets.append(_Tracked(record, variants, {record.owner: Exposure.GENERATED}))
+        now = int(self._clock())
+        self._secrets.append(_Tracked(record, variants, {record.owner: Exposure.GENERATED}, now,
+                                      {record.owner: {Exposure.GENERATED.name: now}}))
         self._by_label.setdefault(record.label, []).append(idx)
         for v in variants:
             self._direct.append((v, idx))
@@ -168,6 +176,17 @@ class ExposureTracker:
             "seen": {c: t.seen[c].name for c in sorted(t.seen)},
         } for t in self._secrets]
 
+    def timeline(self) -> list[dict[str, object]]:
+        """Per secret: label, class, owner, when it was registered and, per component, when it first
+        reached each exposure level (simulated ns); never the value itself."""
+        return [{
+            "label": t.record.label,
+            "class": str(t.record.secret_class),
+            "owner": t.record.owner,
+            "registered_ns": t.registered_ns,
+            "reached_ns": {c: dict(sorted(levels.items())) for c, levels in sorted(t.reached_ns.items())},
+        } for t in self._secrets]
+
     def matrix(self) -> ExposureMatrix:
         comps: set[str] = set(self._components())
         cells: dict[tuple[SecretClass, str], Exposure] = {}
@@ -187,10 +206,12 @@ class ExposureTracker:
         labels: list[str] = []
         comps = tuple(components)
         for i in sorted(indices):
-            seen = self._secrets[i].seen
+            tracked = self._secrets[i]
+            seen = tracked.seen
             for comp in comps:
                 if level > seen.get(comp, Exposure.NEVER):
                     seen[comp] = level
+                    tracked.reached_ns.setdefault(comp, {})[level.name] = int(self._clock())
             labels.append(self._secrets[i].record.label)
         return labels
 

@@ -40,7 +40,7 @@ class World:
         self.trace = TraceBus(lambda: self.now)
         self._components: dict[str, ComponentEntry] = {}
         self._rngs: dict[str, DeterministicRandom] = {}
-        self.exposure = ExposureTracker(components=lambda: tuple(self._components))
+        self.exposure = ExposureTracker(components=lambda: tuple(self._components), clock=lambda: self.now)
         self.trace.subscribe(self.exposure.on_trace)
         self.faults = FaultInjector(self)
         # crypto operations each component performed, by operation name (for the reports)

@@ -149,6 +149,9 @@ class DoeMailboxHandle:
     protocols: tuple[tuple[int, int], ...] = ()
     dead: bool = False
     initialized: bool = False
+    # this driver wrote part of an object and never reached Go (its exchange was stopped, or the port
+    # refused a write): the mailbox holds a partial object and must be aborted before the next one
+    partial: bool = False
     _irq_event: simpy.Event | None = None
 
     def supports(self, object_type: int, vendor_id: int = PCI_SIG_VENDOR_ID) -> bool:
@@ -194,6 +197,7 @@ class DoeDriver:
         with mb.lock.request() as req:
             yield req
             mb.dead = False
+            mb.partial = False   # the resynchronising abort below discards whatever the mailbox held
             header = yield from self._read(mb, 0)
             mb.cap_version = (header >> 16) & 0xF
             caps = yield from self._read(mb, DoeRegister.CAPABILITIES)
@@ -257,6 +261,12 @@ class DoeDriver:
             else DoeObject(PCI_SIG_VENDOR_ID, object_type, payload)
         raw = obj.encode()
 
+        if mb.partial:
+            self._note(mb, "DOE mailbox holds a partial object from an unfinished write: aborting first")
+            if not (yield from self._abort(mb)):
+                return DoeResult(DoeResultCode.DEAD, started_ns=started, finished_ns=self.world.now, aborted=True,
+                                 mailbox_died=True)
+            mb.partial = False
         status = yield from self._read(mb, DoeRegister.STATUS)
         failure: DoeResultCode | None = None
         if status & DoeStatus.BUSY:
@@ -269,8 +279,11 @@ class DoeDriver:
         if failure is not None:
             return (yield from self._fail(mb, failure, started, 0))
 
+        mb.partial = True
         for i in range(0, len(raw), 4):
-            yield from self._write(mb, DoeRegister.WRITE_DATA, int.from_bytes(raw[i:i + 4], "little"))
+            if not (yield from self._write(mb, DoeRegister.WRITE_DATA, int.from_bytes(raw[i:i + 4], "little"))):
+                return (yield from self._fail(mb, DoeResultCode.ERROR, started, 0))   # refused: abort it
+        mb.partial = False
         if mb.interrupt_enabled:
             mb._irq_event = self.world.env.event()
         yield from self._write(mb, DoeRegister.CONTROL, int(DoeControl.GO)
@@ -329,6 +342,7 @@ class DoeDriver:
     def _fail(self, mb: DoeMailboxHandle, code: DoeResultCode, started: int, polls: int) -> SimGen:
         self._note(mb, f"DOE exchange failed ({code}): aborting", EventKind.DOE_FAILED, {"code": str(code)})
         ok = yield from self._abort(mb)
+        mb.partial = mb.partial and not ok
         return DoeResult(code, None, started, self.world.now, polls, aborted=True, mailbox_died=not ok)
 
     def _abort(self, mb: DoeMailboxHandle) -> SimGen:
@@ -378,7 +392,7 @@ class DoeDriver:
     def _write(self, mb: DoeMailboxHandle, reg: int, value: int) -> SimGen:
         yield self.world.delay(self.path, Op.CONFIG_DW_ACCESS)
         self.stats.config_accesses += 1
-        mb.port.cfg_write(mb.function, mb.offset + int(reg), value & ALL_ONES, by=self.path)
+        return mb.port.cfg_write(mb.function, mb.offset + int(reg), value & ALL_ONES, by=self.path)
 
     def _wait_irq(self, mb: DoeMailboxHandle, deadline: int) -> SimGen:
         event = mb._irq_event

@@ -174,6 +174,8 @@ class RecoveryRecord:
     failed: str = ""
     function: int | None = None
     reauth_failure: str = ""
+    superseded_ns: int | None = None   # a later reset (a DPC, a power-off) took over before this one finished
+    superseded_by: str = ""
 
     @property
     def latency_ns(self) -> int | None:
@@ -260,6 +262,12 @@ class HostDevice:
     ready: simpy.Event | None = None
     requester: SpdmRequester | None = None   # the requester (and session) of the last securing, for key refresh
     env: ProtocolEnv | None = None
+    # the process running this device's recovery (a later reset interrupts it and takes over)
+    recovery_proc: simpy.Process | None = None
+    # whether config space holds what the host placed (BARs, Command): False from a reset until the
+    # restore; pci_save_state then keeps the last good copy instead of saving the reset values
+    config_intact: bool = True
+    securing: simpy.Event | None = None   # fires when the securing flow in progress ends (None: none runs)
 
 
 class HostKernel:
@@ -304,6 +312,8 @@ class HostKernel:
         for rp_name, rp in self.platform.root_ports.items():
             rp.dpc_listeners.append(lambda reason, ext, rp_name=rp_name: self._on_dpc(rp_name, reason, ext))
             rp.stream_listeners.append(lambda block, state, rp_name=rp_name: self._on_stream(rp_name, block, state))
+        for rp_name in self.platform.root_ports:
+            yield from self._contained_at_boot(rp_name, ports)
         if self.policy.attestation_policy is AttestationPolicy.OS_NATIVE and self.policy.secure_at_boot:
             owned = [d for d in self.table.ids() if self.policy.owns(d)]
             if self.policy.parallel_boot:
@@ -312,13 +322,52 @@ class HostKernel:
                     yield simpy.AllOf(self.world.env, procs)
             else:
                 for d in owned:
-                    yield from self.secure(d)
+                    if not self.devices[d].secured:   # a recovery at boot may have secured it already
+                        yield from self.secure(d)
         for dev in self.devices.values():
             if dev.state is DeviceState.ENUMERATED:
                 self._set_ready(dev)
         self._event(HostEventKind.BOOTED, "", f"{len(self.table)} devices in {self.world.now - started} ns")
         self.booted.succeed(self.world.now - started)
         return self.world.now - started
+
+    def _contained_at_boot(self, rp_name: str, ports: dict[str, Any]) -> SimGen:
+        """A port whose DPC triggered before the host listened (a link lost while enumerating): its
+        Trigger Status is still set. Recover the device found below it, or, when enumeration found none
+        (the link was down), release containment, wait for the link and enumerate that port again."""
+        rp, link = ports[rp_name]
+        info = self.table.ports.get(rp.path)
+        dpc = None if info is None else info.dpc
+        if dpc is None:
+            return
+        status = yield from self.pci.cfg.rp_read(rp, dpc + DPC_STATUS_SRC)
+        if status == ALL_ONES or not status & DpcStatus.TRIGGER:
+            return
+        reason = DpcTriggerReason((status & DpcStatus.REASON_MASK) >> 1)
+        found = [d for d in self.devices.values() if d.handle.root_port.path == rp_name]
+        for dev in found:
+            yield from self._recover_dpc(dev, f"{reason.name} (pending at boot)")
+        if found:
+            return
+        self.world.trace.emit(self.path, rp.path, Channel.LINK, b"",
+                              f"host: {rp_name} contained at boot with nothing enumerated: releasing, rescanning",
+                              kind=EventKind.HOST, fields={"device": None, "event": "rescan"})
+        if status & DpcStatus.INTERRUPT:
+            yield from self.pci.cfg.rp_write(rp, dpc + DPC_STATUS_SRC, int(DpcStatus.INTERRUPT), 2)
+        yield from self.pci.cfg.rp_write(rp, dpc + DPC_STATUS_SRC, int(DpcStatus.TRIGGER), 2)
+        pcie = info.pcie if info is not None else None
+        deadline = self.world.now + LINK_WAIT_TIMEOUT_NS
+        while pcie is not None:
+            value = yield from self.pci.cfg.rp_read(rp, pcie + 0x10)
+            if (value >> 16) & LnkSta.DLL_LINK_ACTIVE or self.world.now > deadline:
+                break
+            yield self.world.timeout(LINK_POLL_NS)
+        yield self.world.timeout(POST_LINK_DELAY_NS)
+        yield from self.pci.assign_unassigned(rp, link)
+        again = yield from self.pci.enumerate({rp_name: (rp, link)}, lambda path: self.platform.device_at(path).id)
+        for entry in again:
+            self.table.add(entry)
+            yield from self._bring_up(entry)
 
     def _bring_up(self, entry: DeviceEntry) -> SimGen:
         handle = self.platform.device(entry.id)
@@ -381,7 +430,13 @@ class HostKernel:
             flow = self.secure_flow(ctx)
         else:
             flow = secure_device(requester, env, device, self.policy.securing)
-        result = yield from drive(self.world, self.path, env.meter, flow, self._transport(device))
+        done = dev.securing = self.world.env.event()
+        try:
+            result = yield from drive(self.world, self.path, env.meter, flow, self._transport(device))
+        finally:
+            if dev.securing is done:
+                dev.securing = None
+            done.succeed()
         dev.last_secure = result
         dev.requester, dev.env = requester, env
         ok = bool(getattr(result, "ok", False))
@@ -539,10 +594,41 @@ class HostKernel:
     # =============================================================================================
 
     def _on_dpc(self, rp_name: str, reason: DpcTriggerReason, ext: DpcTriggerReasonExt | None) -> None:
+        """Every DPC event is serviced, also one that hits while the device is already being recovered
+        (an FLR wait, a D3cold exit, an earlier DPC): that recovery is superseded and a DPC recovery
+        starts over, as Linux's pcie_do_recovery runs for each containment however the device got there."""
+        why = reason.name if ext is None else f"{reason.name}/{ext.name}"
         for dev in self.devices.values():
-            if dev.handle.root_port.path == rp_name and dev.state is not DeviceState.RECOVERING:
-                why = reason.name if ext is None else f"{reason.name}/{ext.name}"
-                self.world.process(self._recover_dpc(dev, why))
+            if dev.handle.root_port.path == rp_name:
+                self.world.process(self._restart_with(dev, f"dpc ({why})", self._recover_dpc(dev, why)))
+
+    def _restart_with(self, dev: HostDevice, cause: str, recovery: SimGen) -> SimGen:
+        """Stop the recovery in progress on ``dev`` (if any), then run ``recovery`` in its place."""
+        yield from self._supersede(dev, cause)
+        return (yield from recovery)
+
+    def _supersede(self, dev: HostDevice, cause: str) -> SimGen:
+        """Interrupt the recovery process of ``dev`` if one runs (it records why and returns)."""
+        proc = dev.recovery_proc
+        if proc is not None and proc.is_alive and proc is not self.world.env.active_process:
+            proc.interrupt(cause)
+            yield self.world.timeout(0)   # let it unwind (locks released) before the new one starts
+        dev.recovery_proc = None
+
+    def _supersedable(self, dev: HostDevice, rec: RecoveryRecord, body: SimGen) -> SimGen:
+        """Run a recovery body as the device's current recovery; a later reset interrupts it."""
+        me = self.world.env.active_process
+        dev.recovery_proc = me
+        try:
+            return (yield from body)
+        except simpy.Interrupt as stop:
+            rec.superseded_ns = self.world.now
+            rec.superseded_by = str(stop.cause)
+            self._trace(dev, Channel.LINK, f"{rec.cause} recovery superseded by {stop.cause}")
+            return rec
+        finally:
+            if dev.recovery_proc is me:
+                dev.recovery_proc = None
 
     def _on_stream(self, rp_name: str, block: int, state: IdeStreamState) -> None:
         """Root Port stream state changes: when the device's IDE went insecure, and when it is secure again."""
@@ -570,10 +656,14 @@ class HostKernel:
         dev.ready = self.world.env.event()
         dev.authenticated = False
         dev.secured = False
+        dev.config_intact = False   # the reset is under way (or, for DPC, already happened)
         return rec
 
     def _recover_dpc(self, dev: HostDevice, why: str) -> SimGen:
         rec = self._begin(dev, RecoveryCause.DPC, why)
+        return (yield from self._supersedable(dev, rec, self._recover_dpc_body(dev, rec, why)))
+
+    def _recover_dpc_body(self, dev: HostDevice, rec: RecoveryRecord, why: str) -> SimGen:
         rp = dev.handle.root_port
         port = dev.entry.port
         self._trace(dev, Channel.LINK, f"DPC event ({why}): contained, driver stopped")
@@ -593,9 +683,13 @@ class HostKernel:
     def reset_device(self, device: str) -> SimGen:
         """Secondary Bus Reset of the port above the device (pci_reset_bus_function), then the recovery tail."""
         dev = self.device(device)
+        yield from self._supersede(dev, "secondary bus reset")
+        yield from self._save_state(dev)
         rec = self._begin(dev, RecoveryCause.HOT_RESET, "secondary bus reset")
+        return (yield from self._supersedable(dev, rec, self._sbr_body(dev, rec)))
+
+    def _sbr_body(self, dev: HostDevice, rec: RecoveryRecord) -> SimGen:
         rp = dev.handle.root_port
-        yield from self.pci.save_state(dev.handle.link, dev.entry)
         ctl = yield from self.pci.cfg.rp_read(rp, 0x3C)
         yield from self.pci.cfg.rp_write(rp, 0x3C, ctl | 1 << 22)
         self._trace(dev, Channel.LINK, "secondary bus reset asserted")
@@ -603,6 +697,19 @@ class HostKernel:
         yield from self.pci.cfg.rp_write(rp, 0x3C, ctl & ~(1 << 22))
         yield from self._bring_back(dev, rec)
         return rec
+
+    def _save_state(self, dev: HostDevice) -> SimGen:
+        """pci_save_state, but only while config space holds what the host placed: a save taken after a
+        reset (BARs 0, Command 0) would make the next restore put the reset values back."""
+        if dev.config_intact:
+            yield from self.pci.save_state(dev.handle.link, dev.entry)
+        return dev.entry.saved
+
+    def _restore_state(self, dev: HostDevice, entry: DeviceEntry | None = None) -> SimGen:
+        """pci_restore_state of what was saved (all functions, or ``entry``'s subset)."""
+        yield from self.pci.restore_state(dev.handle.link, entry or dev.entry)
+        if entry is None or any(s.function == 0 for s in entry.saved):
+            dev.config_intact = True
 
     def flr(self, device: str, function: int = 0) -> SimGen:
         """Function Level Reset of one function, the way Linux ``pcie_flr`` does it (module docstring).
@@ -622,7 +729,7 @@ class HostKernel:
         if info is None or info.pcie is None:
             rec.failed = f"{device} has no function {function} with a PCI Express capability"
             return rec
-        link, cfg, devctl = dev.handle.link, self.pci.cfg, info.pcie + 8
+        link, cfg = dev.handle.link, self.pci.cfg
         devcap = yield from cfg.ep_read(link, function, info.pcie + 4)
         if not devcap & DEVCAP_FLR:
             rec.failed = f"function {function} does not advertise FLR"
@@ -633,8 +740,17 @@ class HostKernel:
             dev.state = DeviceState.RECOVERING
             if was_ready is DeviceState.READY:
                 dev.ready = self.world.env.event()
+            return (yield from self._supersedable(dev, rec, self._flr_body(dev, rec, function, info, was_ready)))
+        return (yield from self._flr_body(dev, rec, function, info, was_ready))
+
+    def _flr_body(self, dev: HostDevice, rec: RecoveryRecord, function: int, info: Any,
+                  was_ready: DeviceState) -> SimGen:
+        device, link, cfg, devctl = dev.entry.id, dev.handle.link, self.pci.cfg, info.pcie + 8
+        interrupted = dev.securing if function == 0 else None   # a securing flow this reset will break
         # pci_dev_save_and_disable: save, then Command = INTx Disable (no decoding, no bus mastering)
-        yield from self.pci.save_state(link, dev.entry)
+        yield from self._save_state(dev)
+        if function == 0:
+            dev.config_intact = False
         yield from cfg.ep_write(link, function, 0x04, int(Command.INTX_DISABLE), 0x3)
         # pci_wait_for_pending_transaction: Transactions Pending in Device Status, 100/200/400 ms apart
         for attempt in range(PENDING_POLLS):
@@ -650,7 +766,7 @@ class HostKernel:
         if not (yield from self._wait_device(dev, function)):
             return self._fail(dev, rec, f"function {function} did not answer after FLR")
         only = dataclasses.replace(dev.entry, saved=tuple(x for x in dev.entry.saved if x.function == function))
-        yield from self.pci.restore_state(link, only)
+        yield from self._restore_state(dev, only)
         if function == 0 and dev.entry.doe is not None:
             yield from self.driver.reinit(device)
         rec.restored_ns = self.world.now
@@ -664,8 +780,17 @@ class HostKernel:
                 self._trace(dev, Channel.IDE, "IDE stream Insecure after the FLR of function 0")
                 if self.policy.reauthenticates(device):
                     yield from self._reauthenticate(dev, rec)
+        elif function == 0 and self.policy.secure_streams and self.policy.reauthenticates(device) \
+                and interrupted is not None:
+            # the FLR hit while the host was securing the device: that flow lost its session with the
+            # reset; once it has given up, secure again (else the device stays unsecured, silently)
+            yield interrupted
+            if not dev.secured:
+                self._trace(dev, Channel.IDE, "securing interrupted by the FLR of function 0: securing again")
+                yield from self._reauthenticate(dev, rec)
         if function == 0:
-            if was_ready is DeviceState.READY:
+            # boot binds the drivers of enumerated devices when it ends; one in this FLR then was skipped
+            if was_ready is DeviceState.READY or self.booted.triggered:
                 self._set_ready(dev)
             else:
                 dev.state = was_ready
@@ -691,9 +816,12 @@ class HostKernel:
         """Suspend: save state, D3hot via PMCSR, then platform power off (the endpoint loses everything)."""
         dev = self.device(device)
         link = dev.handle.link
+        # a recovery still running is moot once power goes; the resume restores everything
+        yield from self._supersede(dev, "D3cold entry")
         dev.state = DeviceState.SUSPENDED
         dev.ready = self.world.env.event()
-        yield from self.pci.save_state(link, dev.entry)
+        yield from self._save_state(dev)
+        dev.config_intact = False
         pm = dev.entry.function0.pm
         if pm is not None:
             pmcsr = yield from self.pci.cfg.ep_read(link, 0, pm + 4)
@@ -722,13 +850,12 @@ class HostKernel:
         dev.state = DeviceState.RECOVERING
         self._trace(dev, Channel.LINK, "D3cold exit: platform restores main power")
         dev.handle.endpoint.exit_d3cold()
-        yield from self._bring_back(dev, rec)
+        yield from self._supersedable(dev, rec, self._bring_back(dev, rec))
         return rec
 
     # -- the shared tail ------------------------------------------------------------------------------
 
     def _bring_back(self, dev: HostDevice, rec: RecoveryRecord) -> SimGen:
-        link = dev.handle.link
         if not (yield from self._wait_link(dev, up=True)):
             return self._fail(dev, rec, "link did not come back within 1 s")
         rec.link_up_ns = self.world.now
@@ -736,7 +863,7 @@ class HostKernel:
         yield self.world.timeout(POST_LINK_DELAY_NS)
         if not (yield from self._wait_device(dev)):
             return self._fail(dev, rec, "device did not answer config requests")
-        yield from self.pci.restore_state(link, dev.entry)
+        yield from self._restore_state(dev)
         if dev.entry.doe is not None:
             yield from self.driver.reinit(dev.entry.id)
         rec.restored_ns = self.world.now

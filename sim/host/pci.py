@@ -328,6 +328,29 @@ class PciEnumerator:
             table.add(DeviceEntry(name, path, port, functions, ide_streams))
         return table
 
+    def assign_unassigned(self, rp: RootPortConfig, link: EndpointConfig) -> SimGen:
+        """pci_assign_unassigned_bus_resources for the device below one port: when its memory BARs read 0
+        (it was reset after the firmware placed them, e.g. its link was lost while the host booted),
+        place them in the port's memory window the way the firmware does (``layout_bars``)."""
+        from sim.scenario.platform import layout_bars  # the one BAR layout (the firmware's)
+
+        port = yield from self.read_port(rp)
+        functions = yield from self.read_functions(link, port.secondary_bus)
+        mem = [[b for b in f.bars if b.kind is not BarKind.IO and b.size] for f in functions]
+        if not any(mem) or any(b.address for bars in mem for b in bars):
+            return False
+        window = yield from self.cfg.rp_read(rp, 0x20)
+        base = (window & 0xFFF0) << 16
+        placed, _span = layout_bars([[(b.index, b.size) for b in bars] for bars in mem])
+        for f, bars, offsets in zip(functions, mem, placed, strict=True):
+            kinds = {b.index: b.kind for b in bars}
+            for index, offset in offsets:
+                address = base + offset
+                yield from self.cfg.ep_write(link, f.function, 0x10 + 4 * index, address & 0xFFFF_FFF0)
+                if kinds[index] is BarKind.MEM64:
+                    yield from self.cfg.ep_write(link, f.function, 0x14 + 4 * index, address >> 32)
+        return True
+
     def read_port(self, rp: RootPortConfig) -> SimGen:
         def read(off: int) -> SimGen:
             return self.cfg.rp_read(rp, off)

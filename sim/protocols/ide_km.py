@@ -409,7 +409,7 @@ def _kp_ack(stream_id: int, key_sub_stream: int, port_index: int, status: KpAckS
     return KpAck(stream_id=stream_id, status=status, key_set=_KEY_SETS[key_sub_stream & 1],
                  direction=_DIRECTIONS[(key_sub_stream >> 1) & 1],
                  sub_stream=SubStream._value2member_map_.get(sub, sub),  # a reserved value stays visible
-                 port_index=port_index).encode()
+                 port_index=port_index, reserved_bits=(key_sub_stream >> 2) & 0x3).encode()
 
 
 # --------------------------------------------------------------------------------------------

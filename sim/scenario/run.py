@@ -31,6 +31,7 @@ from sim.protocols.tsm import ReleaseStream, SecuredDevice
 from sim.rootport.dpc import DpcTriggerReason, DpcTriggerReasonExt
 from sim.scenario import schema as S
 from sim.scenario.expectations import describe, evaluate
+from sim.scenario.outcomes import campaign_records
 from sim.scenario.platform import (
     build_platform,
 )
@@ -579,6 +580,8 @@ class ModelRun:
             "notes": self.notes,
             "sequence": sequence(self.memory.events, self.platform.devices[0].path if self.platform.devices else ""),
             "trusted_base": None,
+            # per-fault outcomes, final physical state, key-slot and SPDM session records (sim.scenario.outcomes)
+            **campaign_records(self),
         }
 
 

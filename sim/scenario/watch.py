@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sim.devices.config_space import IdeStreamState
-from sim.devices.endpoint import EndpointEventKind
+from sim.devices.endpoint import EndpointEventKind, Function0FlrPolicy
 from sim.engine.world import World
 from sim.protocols.tdisp import TdiTransition
 from sim.scenario.platform import Platform
@@ -32,6 +32,9 @@ class DeviceRecord:
     tdis: list[tuple[int, str, str]] = dataclasses.field(default_factory=list)
     phases: list[tuple[int, str, str]] = dataclasses.field(default_factory=list)
     faults: list[FaultMark] = dataclasses.field(default_factory=list)
+    # resets the endpoint itself reported: (time, "conventional" or "flr", function, whether its keys and
+    # SPDM sessions went with it)
+    resets: list[tuple[int, str, int, bool]] = dataclasses.field(default_factory=list)
 
     def mark_fault(self, t: int, what: str) -> FaultMark:
         """Note a fault injected now, with how many transitions had been seen before it (so that the
@@ -91,6 +94,12 @@ class Watch:
             previous(event)
         if event.kind is EndpointEventKind.IDE_STATE:
             self._stream(rec, h)
+        elif event.kind is EndpointEventKind.RESET:
+            rec.resets.append((self.world.now, "conventional", 0, True))
+        elif event.kind is EndpointEventKind.FLR and event.data:
+            function = event.data[0]
+            clears = function == 0 and h.endpoint.function0_flr is Function0FlrPolicy.CLEAR_SECURITY
+            rec.resets.append((self.world.now, "flr", function, clears))
 
     def _stream(self, rec: DeviceRecord, h: Any) -> None:
         rp = h.root_port

@@ -94,17 +94,21 @@ class _DwReversedBytes(Bytes):
         values[self.name] = dw_reverse(values[self.name])
 
 
-def _key_sub_stream(*, echo: bool = False) -> Bits:
+def _key_sub_stream(*, echo: bool = False, reserved: bool = False) -> Bits:
     """The KeySubStream byte (§6.2): bit 0 key set, bit 1 direction, bits 3:2 reserved, bits 7:4 sub-stream.
 
     With ``echo`` (KP_ACK, K_GOSTOP_ACK) a reserved sub-stream value decodes as a plain int: the
-    device echoes the byte it was sent, including a sub-stream it refuses.
+    device echoes the byte it was sent, including a sub-stream it refuses. With ``reserved`` (KP_ACK)
+    bits 3:2 are a field too, so that the echo is the request's byte exactly.
     """
-    return Bits("key_sub_stream", 1, [
+    parts: list[tuple[str, int, int, Any]] = [
         ("key_set", 0, 1, KeySet),
         ("direction", 1, 1, Direction),
         ("sub_stream", 4, 4, OpenEnum(SubStream) if echo else SubStream),
-    ])
+    ]
+    if reserved:
+        parts.insert(2, ("reserved_bits", 2, 2, None))
+    return Bits("key_sub_stream", 1, parts)
 
 
 def sub_stream_name(value: SubStream | int) -> str:
@@ -231,13 +235,14 @@ class KpAck(IdeKmMessage):
     direction: Direction
     sub_stream: SubStream | int  # an int: the reserved sub-stream of a refused KEY_PROG, echoed
     port_index: int = 0
+    reserved_bits: int = 0       # KeySubStream bits 3:2 as the KEY_PROG carried them (echoed, not interpreted)
 
     LAYOUT = (
         Const("object_id", 1, IdeKmObjectId.KP_ACK),
         Reserved(2),
         u8("stream_id"),
         u8("status", KpAckStatus),
-        _key_sub_stream(echo=True),
+        _key_sub_stream(echo=True, reserved=True),
         u8("port_index"),
     )
 

@@ -453,3 +453,15 @@ def test_requester_is_deterministic() -> None:
         return wire
 
     assert run() == run()
+
+
+def test_kp_ack_echoes_the_key_sub_stream_byte_exactly() -> None:
+    """Known answer: a KEY_PROG whose KeySubStream has the reserved bits 3:2 set (0x0E: K0, Tx, bits 3:2 = 11,
+    sub-stream PR) is acknowledged with that very byte, also when it is refused (0x3C: reserved sub-stream 3)."""
+    rsp, slots = make_responder()
+    request = bytes([0x02, 0x00, 0x00, STREAM, 0x00, 0x0E, 0x00]) + KEY + IFV
+    out = rsp.handle(SESSION, request)
+    assert out == bytes([0x03, 0x00, 0x00, STREAM, KpAckStatus.SUCCESS, 0x0E, 0x00])
+    assert decode_ide_km(out).encode() == out   # the reserved bits survive a decode/encode round trip
+    refused = rsp.handle(SESSION, bytes([0x02, 0x00, 0x00, STREAM, 0x00, 0x3C, 0x00]) + KEY + IFV)
+    assert refused == bytes([0x03, 0x00, 0x00, STREAM, KpAckStatus.UNSUPPORTED_VALUE, 0x3C, 0x00])
