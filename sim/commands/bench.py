@@ -17,6 +17,7 @@ from rich.console import Console
 
 from sim.bench.platform import DEFAULT_ENDPOINTS, measure_platform, profile_platform
 from sim.bench.protocol import DEFAULT_REPEAT, BenchmarkError, measure_protocol, profile_flow
+from sim.commands import summary
 from sim.commands.common import EXIT_FAILED, EXIT_OK, UserError
 
 PLATFORM_DEFAULT_REPEAT = 1  # a platform run is long and its numbers are stable
@@ -75,7 +76,7 @@ def cmd_bench(args: argparse.Namespace, console: Console) -> int:
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
         "bench",
-        help="measure the simulator's own speed: the attest flow against its crypto, and a many-endpoint platform",
+        help=summary("bench"),
         description="protocol: run everything `tiosim attest` does in process (device included) and, in the same "
                     "run, the crypto operations that flow needs; print both CPU times (medians) and their ratio "
                     "(target <= 1.3). platform: build N Root Port + endpoint pairs and do one DOE round trip on each; "

@@ -7,6 +7,7 @@ import argparse
 from rich.console import Console
 from rich.tree import Tree
 
+from sim.commands import summary
 from sim.commands.common import EXIT_FAILED, EXIT_OK, UserError, read_bytes, read_text
 from sim.wire.codec import DecodeError
 from sim.wire.dissect import KINDS, Conversation, Layer, dissect, parse_hex
@@ -70,7 +71,7 @@ def cmd_decode(args: argparse.Namespace, console: Console) -> int:
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     dec = sub.add_parser(
         "decode",
-        help="decode DOE objects or SPDM / IDE_KM / TDISP messages and print every field",
+        help=summary("decode"),
         description="Decode bytes given as hex (spaces allowed), a file of hex lines (# starts a comment), "
                     "or a pcap of DOE objects (link type 292). Exits non-zero if any input does not decode.",
     )

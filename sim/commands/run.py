@@ -20,6 +20,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from sim.commands import summary
 from sim.commands.common import EXIT_FAILED, EXIT_OK, UserError
 from sim.scenario.loader import ScenarioError, ScenarioFileError, load_scenario, resolved
 from sim.scenario.platform import PlatformSpecError
@@ -208,7 +209,7 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     run = sub.add_parser(
-        "run", help="run scenario files under one or all of their trust models",
+        "run", help=summary("run"),
         description="Run each SCENARIO under the trust models it names (or --model), print a summary, and write "
                     "result.json, scenario.resolved.json and per model trace.jsonl and doe.pcap. Exits 1 when "
                     "an expectation fails, naming it.")
@@ -223,7 +224,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     run.set_defaults(func=cmd_run)
 
     cmp = sub.add_parser(
-        "compare", help="run every trust model of a scenario and write a comparison report",
+        "compare", help=summary("compare"),
         description="Run SCENARIO under every trust model it names and write report.md, report.html (plots "
                     "embedded, viewable offline) and report.json next to result.json.")
     cmp.add_argument("scenario", help="scenario YAML file")
