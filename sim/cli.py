@@ -45,7 +45,8 @@ class _Version(argparse.Action):
             text = version("tiosim")
         except PackageNotFoundError:  # run from a checkout that was never installed
             from sim import __version__ as text
-        parser.exit(message=f"tiosim {text}\n")
+        print(f"tiosim {text}")
+        parser.exit()
 
 
 def _modules(only: str | None) -> Iterable[str]:
@@ -98,7 +99,11 @@ def _command_of(argv: Sequence[str]) -> str:
 
 def make_console(style: str, stderr: bool = False) -> Console:
     """The console of one run: rich on a terminal (or when asked), else plain full-width lines."""
-    from rich.console import Console
+    from rich.console import Console as RichConsole
+
+    class Console(RichConsole):
+        def on_broken_pipe(self) -> None:  # rich would exit 1 itself; main ends every closed pipe the same way
+            raise BrokenPipeError
 
     stream = sys.stderr if stderr else sys.stdout
     tty = bool(getattr(stream, "isatty", lambda: False)())
