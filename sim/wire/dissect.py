@@ -316,6 +316,15 @@ def _looks_like_doe(data: bytes) -> bool:
         return False
 
 
+def _looks_like_tlp(data: bytes) -> bool:
+    """A TLP (or IDE TLP) whose header decodes and whose length field accounts for every byte."""
+    try:
+        decode_tlp(data)
+    except (DecodeError, ValueError):
+        return False
+    return True
+
+
 def dissect(data: bytes, kind: str = "auto", *, hash_name: str = "sha384", asym_name: str = "p384",
             conversation: Conversation | None = None) -> Layer:
     """Decode ``data`` as ``kind`` (or guess it); DecodeError names the field and byte offset.
@@ -330,10 +339,13 @@ def dissect(data: bytes, kind: str = "auto", *, hash_name: str = "sha384", asym_
             kind = "doe"
         elif data and data[0] in SpdmVersion._value2member_map_:
             kind = "spdm"
+        elif _looks_like_tlp(data):
+            kind = "tlp"
         else:
             raise DecodeError("input", "(first bytes)", 0,
-                              "neither a DOE object (vendor 0x0001, length matching) nor an SPDM message "
-                              "(version byte 0x10-0x14); say what it is with --as")
+                              "neither a DOE object (vendor 0x0001, length matching), an SPDM message "
+                              "(version byte 0x10-0x14) nor a TLP (header and length matching); say what it is "
+                              "with --as")
     if kind == "doe":
         return _doe_layer(data, ctx, conversation)
     if kind == "spdm":
