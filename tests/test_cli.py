@@ -150,3 +150,9 @@ def test_the_full_parser_knows_every_command() -> None:
     assert set(sub.choices) == set(COMMANDS)
     for name in COMMANDS:
         assert sub.choices[name].get_default("func") is not None, name
+
+
+def test_bench_startup_reports_both_ratios(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "startup", "--repeat", "1", "--json"]) == EXIT_OK
+    got = json.loads(capsys.readouterr().out)["startup"]
+    assert set(got["ratios"]) == {"tiosim --help", "tiosim --version"} and got["cpu_s"]["python -c pass"] > 0

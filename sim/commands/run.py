@@ -311,7 +311,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     cmp = sub.add_parser(
         "compare", help=summary("compare"),
         description="Run each SCENARIO under every trust model it names (or --model) and write report.md, "
-                    "report.html (plots embedded, viewable offline), report.json and sequence.md next to "
+                    "report.html (plots embedded, viewable offline) and report.json next to "
                     "result.json. Exits 1 when an expectation fails, naming it.")
     _common(cmp)
     cmp.add_argument("--sweep", action="store_true",
