@@ -53,6 +53,7 @@ PRINTING = {
     "compare": ["compare", str(SCENARIO), "--out", "o"],
     "validate": ["validate", "--schema"],
     "list": ["list", "events"],
+    "new": ["new", "starter"],
     "decode": ["decode", "01 00 00 00 02 00 00 00"],
     "serve-device": ["serve-device", "--port", "0", "--once"],
     "attest": ["attest", "--connect", "127.0.0.1:1", "--timeout", "1"],
@@ -156,3 +157,15 @@ def test_bench_startup_reports_both_ratios(capsys: pytest.CaptureFixture[str]) -
     assert main(["bench", "startup", "--repeat", "1", "--json"]) == EXIT_OK
     got = json.loads(capsys.readouterr().out)["startup"]
     assert set(got["ratios"]) == {"tiosim --help", "tiosim --version"} and got["cpu_s"]["python -c pass"] > 0
+
+
+@pytest.mark.parametrize("options", [[], ["--devices", "2", "--guest"], ["--guest", "--model", "thin-vmm"]])
+def test_new_writes_a_scenario_that_validates_and_runs(options: list[str], tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "mine.yaml"
+    assert main(["new", "mine", "--out", str(path), *options]) == EXIT_OK
+    assert path.read_text(encoding="utf-8").startswith("# Question: ")
+    assert main(["validate", str(path)]) == EXIT_OK
+    assert main(["run", str(path), "--out", str(tmp_path / "o"), "-q"]) == EXIT_OK
+    assert "FAIL" not in capsys.readouterr().out
+    assert main(["new", "mine", "--out", str(path)]) == EXIT_USAGE  # never overwrites silently

@@ -21,6 +21,7 @@ COMMANDS: dict[str, Command] = {
     "validate": Command("sim.commands.validate", "check scenario files against the schema"),
     "list": Command("sim.commands.listing",
                     "list shipped scenarios, trust models, device profiles, adversary strategies or event kinds"),
+    "new": Command("sim.commands.new", "write a starter scenario that validates and runs"),
     "decode": Command("sim.commands.decode",
                       "decode DOE objects, TLPs or SPDM / IDE_KM / TDISP messages and print every field"),
     "serve-device": Command("sim.commands.serve_device",
