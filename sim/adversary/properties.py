@@ -37,11 +37,14 @@ from typing import TYPE_CHECKING, Any
 from sim.crypto.aead import ide_decrypt, ide_iv
 from sim.crypto.errors import AeadError
 from sim.engine.exposure import Exposure, byte_variants
-from sim.engine.trace import Channel, TraceEvent
+from sim.engine.trace import Channel, EventKind, TraceEvent
+from sim.firmware.commands import FwStatus
 from sim.firmware.fat_tsm import FatTsm
 from sim.host.kernel import HostEventKind
 from sim.protocols.tdisp import TdiTransition
 from sim.protocols.tsm import Phase, PhaseMark, SecuredDevice
+from sim.rootport.ide_regs import KeySlotStatus
+from sim.vmm.guest import LeftRunCause, TdiNote
 from sim.wire.codec import DecodeError
 from sim.wire.ide_km import Direction, KeySet, SubStream
 from sim.wire.spdm.common import RequestCode
@@ -307,8 +310,7 @@ class Witness:
     def _on_guest_phase(self, guest: str, mark: PhaseMark) -> None:
         if mark.phase is not Phase.RUN:
             return
-        owned = getattr(self.run.actors.guests[guest], "_owned", {}).get(mark.device)
-        secured = getattr(owned, "secured", None)
+        secured = self.run.actors.guests[guest].secured_device(mark.device)
         if isinstance(secured, SecuredDevice):
             self._accept(mark.device, guest, secured, secured.session,
                          None if secured.report is None else secured.report.raw)
@@ -361,7 +363,7 @@ class Witness:
 
 
 def _accept_times(rec: Any) -> list[tuple[int, str]]:
-    return [(t, what) for t, what in rec.history if what.startswith("accepted")]
+    return [(entry.time_ns, entry.text) for entry in rec.history if entry.note is TdiNote.ACCEPTED]
 
 
 def _latest_before(items: list[tuple[int, Any]], t: int) -> Any:
@@ -393,41 +395,50 @@ def alarms(run: ModelRun, adversary: Adversary | None = None) -> list[Alarm]:
     mine = set(adversary.paths) if adversary is not None else set()
     guests = set(run.actors.guests)
     endpoints = {h.path for h in run.platform.devices}
-    fw = run.actors.firmware
-    fw_path = getattr(fw, "path", None)
+    fw_path = run.actors.firmware.path if run.actors.firmware is not None else None
     sent: dict[tuple[str, int], list[TraceEvent]] = {}   # (receiver, time sent) -> TLPs on the wire
     hops = {p: link.hop_ns for link in run.platform.links.values() for p in (link.root_port.path, link.endpoint_path)}
     for e in run.memory.events:
-        s = e.summary
+        kind = e.kind
         if e.channel is Channel.TLP:
             sent.setdefault((e.destination, e.time_ns), []).append(e)
             continue
         if e.source in mine:
             continue
-        if e.channel is Channel.IDE and "integrity" in s:
+        if kind is EventKind.IDE_INTEGRITY:
             out.append(Alarm(AlarmKind.IDE_INTEGRITY, e.source, _failed_tlp(sent, hops, e), e.time_ns, line(e)))
-        elif e.source in guests and "not accepted:" in s:
-            out.append(Alarm(AlarmKind.VERIFIER_REFUSED, e.source, s.split("not accepted:", 1)[1].strip(),
-                             e.time_ns, line(e)))
-        elif e.source in guests and "left RUN" in s:
-            # a reset notice from the (untrusted) VMM tells the guest its TDI is gone (liveness) but detects no
-            # attack; a state check of its own does
-            kind = AlarmKind.RESET_NOTICE if "VMM notice" in s else AlarmKind.GUEST_NOTICED
-            out.append(Alarm(kind, e.source, s, e.time_ns, line(e)))
-        elif e.source == run.host.path and ("securing failed" in s or "authentication failed" in s):
-            out.append(Alarm(AlarmKind.VERIFIER_REFUSED, e.source, s, e.time_ns, line(e)))
-        elif e.channel is Channel.FIRMWARE and e.source == fw_path and " rsp " in s:
-            status = s.rsplit(" rsp ", 1)[1]
-            if status == "ATTESTATION_FAILED":
-                out.append(Alarm(AlarmKind.VERIFIER_REFUSED, e.source, s, e.time_ns, line(e)))
-            elif status not in ("SUCCESS", "SPDM_REQUEST"):
-                out.append(Alarm(AlarmKind.REFUSED, e.source, s, e.time_ns, line(e)))
-        elif e.channel is Channel.KEY_SLOT and "->" in s and not s.endswith("SUCCESS"):
-            out.append(Alarm(AlarmKind.REFUSED, e.destination, s, e.time_ns, line(e)))
-        elif e.source in endpoints and "T=1 request without a Secure IDE stream" in s:
-            out.append(Alarm(AlarmKind.TEE_REFUSED, e.source, s, e.time_ns, line(e)))
-        elif e.channel is Channel.CONFIG and "DOE exchange failed" in s:
-            out.append(Alarm(AlarmKind.DOE_FAILURE, e.source, s, e.time_ns, line(e)))
+        elif kind is EventKind.GUEST_TDI and e.source in guests:
+            note = e.get("note")
+            if note == TdiNote.NOT_ACCEPTED:
+                # ``detail`` is the refusal in the guest's words: quoted for people, never matched
+                out.append(Alarm(AlarmKind.VERIFIER_REFUSED, e.source, str(e.get("detail") or e.get("reason")),
+                                 e.time_ns, line(e)))
+            elif note == TdiNote.LEFT_RUN:
+                # a reset notice from the (untrusted) VMM tells the guest its TDI is gone (liveness) but detects no
+                # attack; a state check of its own does
+                cause = e.get("cause")
+                if cause == LeftRunCause.VMM_NOTICE:
+                    out.append(Alarm(AlarmKind.RESET_NOTICE, e.source, "VMM reset notice", e.time_ns, line(e)))
+                elif cause == LeftRunCause.STATE_CHECK:
+                    out.append(Alarm(AlarmKind.GUEST_NOTICED, e.source, "state check", e.time_ns, line(e)))
+        elif kind is EventKind.HOST and e.source == run.host.path and \
+                e.get("event") in (HostEventKind.AUTH_FAILED, HostEventKind.SECURE_FAILED):
+            out.append(Alarm(AlarmKind.VERIFIER_REFUSED, e.source, str(e.get("event")), e.time_ns, line(e)))
+        elif kind is EventKind.FIRMWARE_MESSAGE and e.source == fw_path and e.get("direction") == "response":
+            status = e.get("status")
+            if status == FwStatus.ATTESTATION_FAILED.name:
+                out.append(Alarm(AlarmKind.VERIFIER_REFUSED, e.source, f"{e.get('command')} {status}", e.time_ns,
+                                 line(e)))
+            elif status not in (FwStatus.SUCCESS.name, FwStatus.SPDM_REQUEST.name):
+                out.append(Alarm(AlarmKind.REFUSED, e.source, f"{e.get('command')} {status}", e.time_ns, line(e)))
+        elif kind is EventKind.KEY_SLOT and e.get("status") != KeySlotStatus.SUCCESS.name:
+            out.append(Alarm(AlarmKind.REFUSED, e.destination, f"{e.get('op')} {e.get('status')}", e.time_ns, line(e)))
+        elif kind is EventKind.TEE_REFUSED and e.source in endpoints:
+            out.append(Alarm(AlarmKind.TEE_REFUSED, e.source, "T=1 request without a Secure stream", e.time_ns,
+                             line(e)))
+        elif kind is EventKind.DOE_FAILED:
+            out.append(Alarm(AlarmKind.DOE_FAILURE, e.source, f"DOE exchange failed ({e.get('code')})", e.time_ns,
+                             line(e)))
     for h in run.platform.devices:
         faults = {t for t, _ in run.fault_times.get(h.id, [])}
         for t, name, state in run.watch.devices[h.id].tdis:
@@ -443,9 +454,10 @@ def _failed_tlp(sent: dict[tuple[str, int], list[TraceEvent]], hops: dict[str, i
     one an interposer or injector put there."""
     candidates = sent.get((alarm.source, alarm.time_ns - hops.get(alarm.source, 0)), [])
     if not candidates:
-        return alarm.summary
-    altered = [c for c in candidates if c.source not in (c.destination,) and "interposer" in c.summary]
-    return (altered or candidates)[0].summary
+        return f"integrity check failed (stream {alarm.get('stream')})"
+    altered = [c for c in candidates if c.kind in (EventKind.TLP_MODIFIED, EventKind.TLP_CORRUPTED,
+                                                   EventKind.TLP_INJECTED)]
+    return line((altered or candidates)[0])
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -495,8 +507,8 @@ class _Context:
         if self.adversary is None:
             return []
         paths = set(self.adversary.paths)
-        return [(e.time_ns, line(e)) for e in self.events if e.source in paths and e.channel is Channel.FAULT
-                and "compromised from" not in e.summary][:2]
+        return [(e.time_ns, line(e)) for e in self.events if e.source in paths and e.kind is EventKind.ADVERSARY
+                and e.get("action") == "act"][:2]
 
     def result(self, prop: SecurityProperty, violations: list[Violation], held: str) -> PropertyResult:
         if not violations:
@@ -586,13 +598,13 @@ def _slot_history(ctx: _Context) -> list[tuple[int, str, int, KeySet, Direction,
     """Root Port slot writes from the trace: (time, port, block, key set, direction, sub-stream, key, ifv)."""
     out = []
     for e in ctx.events:
-        if e.channel is not Channel.KEY_SLOT or not e.summary.startswith("program ") or len(e.data) != 40:
+        if e.kind is not EventKind.KEY_SLOT or e.get("op") != "program" or len(e.data) != 40:
             continue
-        parts = e.summary.split()
         try:
-            block = int(parts[1].removeprefix("blk"))
-            slot = (KeySet[parts[2]], Direction[parts[3]], SubStream[parts[4]])
-        except (IndexError, KeyError, ValueError):
+            block = int(e.get("block"))  # type: ignore[arg-type]
+            slot = (KeySet[str(e.get("key_set"))], Direction[str(e.get("direction"))],
+                    SubStream[str(e.get("sub_stream"))])
+        except (KeyError, TypeError, ValueError):
             continue
         out.append((e.time_ns, e.destination, block, *slot, e.data[:32], int.from_bytes(e.data[32:], "big")))
     return out
@@ -755,14 +767,14 @@ def _tampered_in_transit(ctx: _Context, guarded: list[DmaRecord]) -> list[Violat
             rec = target(e.data)
             if rec is None or e.time_ns < rec.time_ns:
                 continue
-            if e.source not in ends and e.summary.startswith("modified by"):
+            if e.kind is EventKind.TLP_MODIFIED:
                 out.append(Violation(e.time_ns, rec.device, f"a TLP of {rec.device}'s DMA was changed on the link",
                                      line(e)))
             elif e.source in ends and e.data in seen:
                 out.append(Violation(e.time_ns, rec.device, f"a TLP of {rec.device}'s DMA crossed the link twice",
                                      line(e)))
             seen[e.data] = e.time_ns
-        elif e.channel is Channel.LINK and "dropped by interposer" in e.summary and guarded[0].time_ns <= e.time_ns:
+        elif e.kind is EventKind.TLP_DROPPED and e.get("by") == "interposer" and guarded[0].time_ns <= e.time_ns:
             out.append(Violation(e.time_ns, guarded[0].device, "a TLP was withheld on the link during "
                                  f"{guarded[0].device}'s DMA", line(e)))
     return out

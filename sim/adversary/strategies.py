@@ -48,6 +48,7 @@ from sim.crypto.hashes import digest
 from sim.crypto.identity import Identity, build_identity
 from sim.crypto.secrets import SecretClass, SecretRecord
 from sim.engine.trace import Channel
+from sim.engine.trace import EventKind as TraceKind
 from sim.firmware.commands import (
     FwCommandId,
     FwStatus,
@@ -207,7 +208,9 @@ class Adversary:
         """Record one action and trace it (Channel.FAULT, from the compromised component)."""
         self.actions.append(Action(self.world.now, summary, bytes(data)))
         self.world.trace.emit(self.path, destination or self.path, Channel.FAULT, bytes(data),
-                              f"adversary {self.component}/{self.strategy}: {summary}")
+                              f"adversary {self.component}/{self.strategy}: {summary}", kind=TraceKind.ADVERSARY,
+                              fields={"component": str(self.component), "strategy": str(self.strategy),
+                                      "action": "act"})
 
     @property
     def first_action_ns(self) -> int | None:
@@ -290,7 +293,9 @@ def install(run: ModelRun, component: C | str, strategy: S | str, device: str | 
     if why is not None:
         return NotApplicable(comp, strat, why)
     run.world.trace.emit(adv.path, adv.path, Channel.FAULT, b"", f"adversary {comp}/{strat}: compromised from "
-                         f"{run.world.now} ns" + (f", targets {device}" if device else ""))
+                         f"{run.world.now} ns" + (f", targets {device}" if device else ""), kind=TraceKind.ADVERSARY,
+                         fields={"component": str(comp), "strategy": str(strat), "action": "installed",
+                                 "device": device})
     return adv
 
 
@@ -332,7 +337,8 @@ def _flash_downgrade(run: ModelRun, handle: DeviceHandle) -> tuple[str, str] | N
     rogue = _downgrade_for(expected)
     handle.responder.update_firmware(rogue)
     run.world.trace.emit("scenario", handle.path, Channel.FAULT, b"",
-                         f"premise: {handle.id} runs firmware {rogue}, its guest's policy expects {expected}")
+                         f"premise: {handle.id} runs firmware {rogue}, its guest's policy expects {expected}",
+                         kind=TraceKind.PREMISE, fields={"device": handle.id, "firmware": rogue, "expected": expected})
     return expected, rogue
 
 
@@ -870,7 +876,8 @@ def _second_device(adv: Adversary) -> str | None:
                 # its own TLP, in the clear: it has no IDE keys of the first device's stream, so it cannot go
                 # through Link.send (which would seal it with the first device's engine)
                 adv.world.trace.emit(me, h.root_port.path, Channel.TLP, forged, "TLP from a second device: "
-                                     + decode_tlp(forged).summary())
+                                     + decode_tlp(forged).summary(), kind=TraceKind.TLP_INJECTED,
+                                     fields={"by": "second-device"})
                 if link.state is LinkState.UP:
                     adv.world.call_later(link.hop_ns, lambda: h.root_port.receive_tlp(forged))
             adv.world.call_later(FORGED_WRITE_DELAY_NS, inject)

@@ -194,6 +194,7 @@ class EndpointEventKind(enum.StrEnum):
     IDE_INTEGRITY = "ide-integrity"
     CONFIG_CHANGED = "config-changed"
     TLP_DROPPED = "tlp-dropped"
+    TEE_REFUSED = "tee-refused"     # a T=1 request the device would not send without a Secure stream
 
 
 @dataclass(frozen=True)
@@ -574,7 +575,7 @@ class Endpoint:
         if tee and stream is None:
             # TDISP: a TDI's TEE traffic (T=1) travels only on a Secure IDE stream; after a key loss it
             # is not sent in the clear.
-            self._emit("tlp-dropped", f"T=1 request without a Secure IDE stream: {header.summary()}")
+            self._emit("tee-refused", f"T=1 request without a Secure IDE stream: {header.summary()}")
             return
         if stream is None or self.link_applies_ide:
             self.link.send_tlp(Tlp(header, data).encode(), tee=tee)
@@ -716,7 +717,7 @@ class Endpoint:
         """
         from sim.engine.faults import FaultKind
         from sim.engine.timing import ComponentClass, Op
-        from sim.engine.trace import Channel
+        from sim.engine.trace import Channel, EventKind
 
         path = path or self.name
         if register:
@@ -736,7 +737,9 @@ class Endpoint:
         channel_of = {EndpointEventKind.IDE_STATE: Channel.IDE, EndpointEventKind.IDE_INTEGRITY: Channel.IDE}
 
         def trace(event: EndpointEvent) -> None:
-            world.trace.emit(path, path, channel_of.get(event.kind, Channel.LINK), event.data, event.summary)
+            world.trace.emit(path, path, channel_of.get(event.kind, Channel.LINK), event.data, event.summary,
+                             kind=EventKind.TEE_REFUSED if event.kind is EndpointEventKind.TEE_REFUSED
+                             else EventKind.DEVICE, fields={"event": event.kind.value})
 
         previous = self.observer
 
@@ -754,7 +757,8 @@ class Endpoint:
             if event.kind in (DoeEventKind.REQUEST, DoeEventKind.RESPONSE):
                 return
             world.trace.emit(path, path, Channel.CONFIG, b"",
-                             f"DOE {event.kind.value}{': ' + event.detail if event.detail else ''}")
+                             f"DOE {event.kind.value}{': ' + event.detail if event.detail else ''}",
+                             kind=EventKind.DOE_MAILBOX, fields={"event": event.kind.value})
 
         self.mailbox.observer = doe_event
         offers: dict[FaultKind, Callable[[FaultRequest], None]] = {

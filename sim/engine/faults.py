@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from sim.crypto.drbg import DeterministicRandom
-from sim.engine.trace import Channel
+from sim.engine.trace import Channel, EventKind
 
 if TYPE_CHECKING:
     from sim.engine.world import World
@@ -98,7 +98,8 @@ class FaultInjector:
         record = FaultRecord(now, target, k, tuple(sorted(params.items())))
         self.history.append(record)
         detail = " ".join(f"{n}={v}" for n, v in record.params)
-        self._world.trace.emit("faults", target, Channel.FAULT, b"", f"{k}{' ' + detail if detail else ''}")
+        self._world.trace.emit("faults", target, Channel.FAULT, b"", f"{k}{' ' + detail if detail else ''}",
+                               kind=EventKind.FAULT, fields={"fault": str(k)})
         rng = self._world.rng("faults").child(f"f{self._count}")
         action(FaultRequest(k, target, now, dict(params), rng))
         return record

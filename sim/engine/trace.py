@@ -17,7 +17,7 @@ import enum
 import hashlib
 import json
 import struct
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import BinaryIO, TextIO
 
 from sim.wire.codec import DecodeError
@@ -25,6 +25,51 @@ from sim.wire.codec import DecodeError
 Clock = Callable[[], int]
 _json_str: Callable[[str], str] = json.encoder.encode_basestring_ascii  # what json.dumps(ensure_ascii=True) quotes with
 Sink = Callable[["TraceEvent"], None]
+
+
+FieldValue = str | int | bool | None
+
+
+class EventKind(enum.StrEnum):
+    """What an event is, for code that decides anything from the trace (verdicts, expectations, reports,
+    fingerprints). The summary is for people and is never parsed; ``kind`` and ``fields`` are the contract."""
+
+    UNTYPED = "untyped"                  # carries bytes only; nothing is decided from it beyond channel and data
+    CONFIG_READ = "config-read"
+    CONFIG_WRITE = "config-write"
+    DOE_OBJECT = "doe-object"            # a whole DOE data object at a boundary
+    DOE_MAILBOX = "doe-mailbox"          # the mailbox's own events (abort, error, busy, ready)
+    DOE_FAILED = "doe-failed"            # a DOE exchange the host driver gave up on
+    DOE_NO_RESPONSE = "doe-no-response"  # a relayed DOE request that got no answer
+    TLP = "tlp"                          # a TLP as its sender put it on the link
+    TLP_MODIFIED = "tlp-modified"        # an interposer changed a TLP in transit
+    TLP_CORRUPTED = "tlp-corrupted"      # an injected fault flipped a bit
+    TLP_INJECTED = "tlp-injected"        # a TLP from a component that is not an end of the link
+    TLP_DROPPED = "tlp-dropped"          # a TLP withheld on the link (field ``by``: interposer, fault, link-down)
+    TLP_MALFORMED = "tlp-malformed"
+    TEE_REFUSED = "tee-refused"          # a T=1 request refused without a Secure stream (memory or device side)
+    ERROR_MESSAGE = "error-message"      # ERR_COR/NONFATAL/FATAL received
+    FIRMWARE_MESSAGE = "firmware-message"  # a command to or a response from platform firmware
+    KEY_SLOT = "key-slot"                # a key-slot operation through the key-programming path
+    DEVICE_KEY = "device-key"            # a device-side IDE event (key set programmed, go, stop)
+    STREAM_STATE = "stream-state"
+    IDE_INTEGRITY = "ide-integrity"      # an integrity check failed
+    LINK_STATE = "link-state"
+    RESET_SIGNAL = "reset-signal"
+    DPC = "dpc"                          # containment triggered / released / retrain requested
+    PHASE = "phase"                      # a securing-flow milestone
+    FAULT = "fault"                      # an injected fault
+    SCENARIO = "scenario"                # a scenario timeline event, action or failed action
+    HOST = "host"                        # a host-kernel event (field ``event``: a HostEventKind value or step)
+    GUEST_TDI = "guest-tdi"              # a guest's record of one of its TDIs changed (field ``what``)
+    VMM = "vmm"                          # assignment, stream, rebind and reset notices (field ``what``)
+    VMM_RELAY = "vmm-relay"
+    DMA = "dma"                          # a scenario DMA completed or failed (field ``ok``)
+    KEY_REFRESH = "key-refresh"
+    DEVICE_FIRMWARE = "device-firmware"  # a device's firmware was updated
+    DEVICE = "device"                    # an endpoint's own event (reset, power, TDI transition ...)
+    ADVERSARY = "adversary"              # an adversary was installed or acted
+    PREMISE = "premise"                  # the scenario premise of an adversary strategy
 
 
 class Channel(enum.StrEnum):
@@ -59,7 +104,17 @@ class TraceEvent:
     summary: str = ""
     observers: tuple[str, ...] = ()
     secured_plaintext: bytes | None = None
+    kind: EventKind = EventKind.UNTYPED
+    fields: tuple[tuple[str, FieldValue], ...] = ()
     _line: str | None = dataclasses.field(default=None, init=False, repr=False, compare=False)
+    _canonical: str | None = dataclasses.field(default=None, init=False, repr=False, compare=False)
+
+    def get(self, name: str, default: FieldValue = None) -> FieldValue:
+        """A typed field of the event (``default`` when it has none of that name)."""
+        for key, value in self.fields:
+            if key == name:
+                return value
+        return default
 
     def to_json(self) -> dict[str, object]:
         out: dict[str, object] = {
@@ -69,7 +124,10 @@ class TraceEvent:
             "channel": str(self.channel),
             "data": self.data.hex(),
             "summary": self.summary,
+            "kind": str(self.kind),
         }
+        if self.fields:
+            out["fields"] = dict(self.fields)
         if self.observers:
             out["observers"] = list(self.observers)
         if self.secured_plaintext is not None:
@@ -77,22 +135,45 @@ class TraceEvent:
         return out
 
     def json_line(self) -> str:
-        """Canonical form: sorted keys, no spaces, hex bytes, ASCII; what the digest is computed over.
+        """The trace.jsonl line: sorted keys, no spaces, hex bytes, ASCII.
 
         Exactly ``json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"), ensure_ascii=True)``,
         written out key by key, and once per event, because a run emits one line per config-space DW access.
         """
         if self._line is None:
-            object.__setattr__(self, "_line", self._render_line())
+            object.__setattr__(self, "_line", self._render(with_summary=True))
         assert self._line is not None
         return self._line
 
-    def _render_line(self) -> str:
+    def canonical_line(self) -> str:
+        """What identifies the event: the JSON line without the human summary. The trace digest and golden
+        fingerprints are computed over it, so rewording a summary changes neither."""
+        if self._canonical is None:
+            object.__setattr__(self, "_canonical", self._render(with_summary=False))
+        assert self._canonical is not None
+        return self._canonical
+
+    def _render(self, *, with_summary: bool) -> str:
         observers = (',"observers":[' + ",".join(map(_json_str, self.observers)) + "]") if self.observers else ""
         secured = ',"secured":true' if self.secured_plaintext is not None else ""
-        return (f'{{"channel":{_json_str(self.channel.value)},"data":"{self.data.hex()}",'
-                f'"from":{_json_str(self.source)}{observers}{secured},"summary":{_json_str(self.summary)},'
+        fields = (',"fields":{' + ",".join(f"{_json_str(k)}:{_json_value(v)}" for k, v in sorted(self.fields))
+                  + "}") if self.fields else ""
+        summary = f',"summary":{_json_str(self.summary)}' if with_summary else ""
+        return (f'{{"channel":{_json_str(self.channel.value)},"data":"{self.data.hex()}"{fields},'
+                f'"from":{_json_str(self.source)},"kind":{_json_str(self.kind.value)}{observers}{secured}{summary},'
                 f'"t":{int(self.time_ns)},"to":{_json_str(self.destination)}}}')
+
+
+def _json_value(value: FieldValue) -> str:
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, int):
+        return str(int(value))
+    return _json_str(str(value))
 
 
 class TraceBus:
@@ -115,20 +196,23 @@ class TraceBus:
         return unsubscribe
 
     def emit(self, source: str, destination: str, channel: Channel, data: bytes = b"", summary: str = "", *,
-             observers: Iterable[str] = (), secured_plaintext: bytes | None = None) -> TraceEvent:
+             observers: Iterable[str] = (), secured_plaintext: bytes | None = None,
+             kind: EventKind = EventKind.UNTYPED, fields: Mapping[str, FieldValue] | None = None) -> TraceEvent:
         event = TraceEvent(int(self._clock()), source, destination,
                            channel if type(channel) is Channel else Channel(channel),
                            data if type(data) is bytes else bytes(data), summary,
                            observers if type(observers) is tuple else tuple(observers),
-                           None if secured_plaintext is None else bytes(secured_plaintext))
-        self._hash.update(event.json_line().encode("ascii") + b"\n")
+                           None if secured_plaintext is None else bytes(secured_plaintext),
+                           kind, tuple(sorted(fields.items())) if fields else ())
+        self._hash.update(event.canonical_line().encode("ascii") + b"\n")
         self.count += 1
         for sink in tuple(self._sinks):
             sink(event)
         return event
 
     def digest(self) -> str:
-        """SHA-256 (hex) over every canonical JSON line emitted so far, each followed by a newline."""
+        """SHA-256 (hex) over every canonical line (:meth:`TraceEvent.canonical_line`) emitted so far, each
+        followed by a newline."""
         return self._hash.hexdigest()
 
 
@@ -136,7 +220,7 @@ def digest_of(events: Iterable[TraceEvent]) -> str:
     """The digest a bus would have after emitting exactly these events (for stored traces)."""
     h = hashlib.sha256()
     for e in events:
-        h.update(e.json_line().encode("ascii") + b"\n")
+        h.update(e.canonical_line().encode("ascii") + b"\n")
     return h.hexdigest()
 
 

@@ -18,7 +18,7 @@ from sim.crypto.drbg import DeterministicRandom
 from sim.engine.exposure import ExposureTracker
 from sim.engine.faults import FaultInjector
 from sim.engine.timing import ComponentClass, Op, TimingModel
-from sim.engine.trace import Channel, TraceBus
+from sim.engine.trace import Channel, EventKind, TraceBus
 from sim.protocols.env import ProtocolEnv
 
 
@@ -133,7 +133,8 @@ class World:
         Listeners get (device id, phase name, owner); scenario events timed "during KEY_PROG of
         device X" hang off this.
         """
-        self.trace.emit(owner, device_path, Channel.LINK, b"", f"{device} phase {phase}")
+        self.trace.emit(owner, device_path, Channel.LINK, b"", f"{device} phase {phase}", kind=EventKind.PHASE,
+                        fields={"device": device, "phase": phase})
         for listener in tuple(self.milestone_listeners):
             listener(device, phase, owner)
 

@@ -704,6 +704,17 @@ def decode_frame(data: bytes) -> FwFrame:
     return FwFrame(command, direction, kind, status, body)
 
 
+def frame_fields(data: bytes) -> dict[str, str | bool | None]:
+    """The typed fields of a frame's trace event (what alarms and reports read); never raises."""
+    try:
+        frame = decode_frame(data)
+    except DecodeError:
+        return {"malformed": True}
+    return {"command": frame.command.name, "direction": str(frame.direction.name).lower(),
+            "status": None if frame.status is None else frame.status.name,
+            "request_kind": None if frame.kind is None else frame.kind.name}
+
+
 def summarize(data: bytes) -> str:
     """One line for a trace event; never raises."""
     try:

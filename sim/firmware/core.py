@@ -25,9 +25,9 @@ from sim.crypto.errors import CryptoError
 from sim.devices.config_space import IdeStreamState
 from sim.engine.runner import SimGen
 from sim.engine.timing import Op
-from sim.engine.trace import Channel
+from sim.engine.trace import Channel, EventKind
 from sim.engine.world import World
-from sim.firmware.commands import summarize
+from sim.firmware.commands import frame_fields, summarize
 from sim.protocols.spdm.session import SecureSession, SessionError, record_session_id
 from sim.protocols.tsm import PhaseMark
 from sim.scenario.platform import DeviceHandle
@@ -105,11 +105,13 @@ class FirmwareCore:
 
     def trace_in(self, caller: str, frame: bytes, *, secured_plaintext: bytes | None = None) -> None:
         self.world.trace.emit(caller, self.path, self.channel, frame, summarize(frame),
-                              secured_plaintext=secured_plaintext)
+                              secured_plaintext=secured_plaintext, kind=EventKind.FIRMWARE_MESSAGE,
+                              fields=frame_fields(frame))
 
     def trace_out(self, caller: str, frame: bytes, *, secured_plaintext: bytes | None = None) -> None:
         self.world.trace.emit(self.path, caller, self.channel, frame, summarize(frame),
-                              secured_plaintext=secured_plaintext)
+                              secured_plaintext=secured_plaintext, kind=EventKind.FIRMWARE_MESSAGE,
+                              fields=frame_fields(frame))
 
     def caller_dispatch(self, caller: str) -> simpy.Timeout:
         """The caller's cost of issuing one command (or re-issuing one after an SPDM_REQUEST)."""

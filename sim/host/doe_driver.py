@@ -40,7 +40,7 @@ import simpy
 
 from sim.devices.config_space import DoeControl, DoeRegister, DoeStatus
 from sim.engine.timing import ComponentClass, Op
-from sim.engine.trace import Channel
+from sim.engine.trace import Channel, EventKind
 from sim.engine.world import World
 from sim.wire.codec import DecodeError
 from sim.wire.doe import (
@@ -275,7 +275,8 @@ class DoeDriver:
             mb._irq_event = self.world.env.event()
         yield from self._write(mb, DoeRegister.CONTROL, int(DoeControl.GO)
                                | (int(DoeControl.INTERRUPT_ENABLE) if mb.interrupt_enabled else 0))
-        self.world.trace.emit(self.path, mb.path, Channel.DOE, raw, _summary(raw), secured_plaintext=secured_plaintext)
+        self.world.trace.emit(self.path, mb.path, Channel.DOE, raw, _summary(raw), secured_plaintext=secured_plaintext,
+                              kind=EventKind.DOE_OBJECT)
 
         deadline = self.world.now + DOE_TIMEOUT_NS
         polls = 0
@@ -296,7 +297,7 @@ class DoeDriver:
         response, ok = yield from self._receive(mb, object_type)
         if not ok:
             return (yield from self._fail(mb, DoeResultCode.BAD_RESPONSE, started, polls))
-        self.world.trace.emit(mb.path, self.path, Channel.DOE, response, _summary(response))
+        self.world.trace.emit(mb.path, self.path, Channel.DOE, response, _summary(response), kind=EventKind.DOE_OBJECT)
         return DoeResult(DoeResultCode.OK, response[8:], started, self.world.now, polls)
 
     def _receive(self, mb: DoeMailboxHandle, object_type: int) -> SimGen:
@@ -326,7 +327,7 @@ class DoeDriver:
         return _pack(dws), True
 
     def _fail(self, mb: DoeMailboxHandle, code: DoeResultCode, started: int, polls: int) -> SimGen:
-        self._note(mb, f"DOE exchange failed ({code}): aborting")
+        self._note(mb, f"DOE exchange failed ({code}): aborting", EventKind.DOE_FAILED, {"code": str(code)})
         ok = yield from self._abort(mb)
         return DoeResult(code, None, started, self.world.now, polls, aborted=True, mailbox_died=not ok)
 
@@ -394,8 +395,9 @@ class DoeDriver:
         if event is not None and not event.triggered:
             event.succeed()
 
-    def _note(self, mb: DoeMailboxHandle, summary: str) -> None:
-        self.world.trace.emit(self.path, mb.path, Channel.CONFIG, b"", summary)
+    def _note(self, mb: DoeMailboxHandle, summary: str, kind: EventKind = EventKind.DOE_MAILBOX,
+              fields: dict[str, str] | None = None) -> None:
+        self.world.trace.emit(self.path, mb.path, Channel.CONFIG, b"", summary, kind=kind, fields=fields)
 
     def _account(self, result: DoeResult) -> None:
         s = self.stats

@@ -55,7 +55,7 @@ import simpy
 from sim.devices.config_space import DEVCAP_FLR, IDE_CTL_ENABLE, Command, IdeStreamState, LnkSta
 from sim.engine.runner import drive
 from sim.engine.timing import ComponentClass, Op
-from sim.engine.trace import Channel
+from sim.engine.trace import Channel, EventKind
 from sim.engine.world import World
 from sim.host.doe_driver import DoeDriver, DoeWaitMode
 from sim.host.pci import ALL_ONES, DeviceEntry, DeviceTable, PciEnumerator
@@ -829,8 +829,10 @@ class HostKernel:
         assert dev.ready is not None
         return dev.ready
 
-    def _trace(self, dev: HostDevice, channel: Channel, summary: str) -> None:
-        self.world.trace.emit(self.path, dev.entry.path, channel, b"", f"host: {dev.entry.id} {summary}")
+    def _trace(self, dev: HostDevice, channel: Channel, summary: str, event: str = "step") -> None:
+        """A host step traced; ``event`` is the HostEventKind value of a reported event ("step" otherwise)."""
+        self.world.trace.emit(self.path, dev.entry.path, channel, b"", f"host: {dev.entry.id} {summary}",
+                              kind=EventKind.HOST, fields={"device": dev.entry.id, "event": event})
 
     def _event(self, kind: HostEventKind, device: str, detail: str, channel: Channel = Channel.LINK, *,
                record: RecoveryRecord | None = None) -> None:
@@ -839,7 +841,7 @@ class HostKernel:
         if device and kind in (HostEventKind.AUTHENTICATED, HostEventKind.AUTH_FAILED, HostEventKind.SECURED,
                                HostEventKind.SECURE_FAILED, HostEventKind.KEYS_REFRESHED,
                                HostEventKind.KEY_REFRESH_FAILED):
-            self._trace(self.device(device), channel, detail)
+            self._trace(self.device(device), channel, detail, kind.value)
         for listener in list(self.listeners):
             listener(event)
 

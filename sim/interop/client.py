@@ -13,9 +13,10 @@ because a late answer would pair with the wrong request.
 
 from __future__ import annotations
 
+import json
 import socket
 from collections.abc import Callable
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from sim.interop.capture import DoeCapture
 from sim.interop.emu_socket import (
@@ -222,3 +223,29 @@ def doe_discovery() -> Flow[list[tuple[int, int]] | None]:
             return found
         index = rsp.next_index
     return found
+
+
+def query_state(host: str, port: int, request: dict[str, Any] | bytes | None = None, *,
+                timeout: float = DEFAULT_TIMEOUT_S, transport: EmuTransport = EmuTransport.PCI_DOE) -> dict[str, Any]:
+    """One TIOSIM_QUERY on its own connection (docs/emulator-events.md): the decoded JSON answer.
+
+    No TEST handshake is needed for the query; the connection ends without SHUTDOWN, so the server and its
+    other clients are unaffected. EmuClientError when the server is unreachable or answers something else.
+    """
+    payload = request if isinstance(request, bytes) else json.dumps(request or {"op": "state"}).encode()
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            configure(sock, timeout)
+            send(sock, EmuCommand.TIOSIM_QUERY, transport, payload)
+            frame = read_frame(sock)
+    except (OSError, EmuSocketError, DecodeError) as exc:
+        raise EmuClientError(f"query to {host}:{port} failed: {exc}") from None
+    if frame.command != EmuCommand.TIOSIM_QUERY:
+        raise EmuClientError(f"query to {host}:{port}: expected a TIOSIM_QUERY answer, got {frame.summary()}")
+    try:
+        answer = json.loads(frame.payload)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise EmuClientError(f"query to {host}:{port}: the answer is not JSON: {exc}") from None
+    if not isinstance(answer, dict):
+        raise EmuClientError(f"query to {host}:{port}: the answer is not a JSON object")
+    return answer

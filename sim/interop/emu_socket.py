@@ -40,6 +40,10 @@ class EmuCommand(enum.IntEnum):
     """Command field of a frame (spdm-emu ``command.h``)."""
 
     NORMAL = 0x0001  # payload is a transport message
+    STORAGE_IF_SEND = 0x0002  # QEMU NVMe Security Send: storage header + message (sim.interop.nvme)
+    STORAGE_IF_RECV = 0x0003  # QEMU NVMe Security Receive: storage header; answered by ACK_STATUS (+ data)
+    STORAGE_ACK_STATUS = 0x0004  # the server's 2-byte big-endian NVMe status for IF_SEND / IF_RECV
+    TIOSIM_QUERY = 0x7451  # tiosim's state channel (docs/emulator-events.md); not a DMTF command
     OOB_ENCAP_KEY_UPDATE = 0x8001  # payload: a 4-byte session id
     OOB_ENCAP_ENDPOINT_INFO = 0x8002
     CONTINUE = 0xFFFD  # client done; server keeps SPDM state and accepts the next client
@@ -54,7 +58,8 @@ class EmuTransport(enum.IntEnum):
     NONE = 0
     MCTP = 1
     PCI_DOE = 2
-    TCP = 3
+    TCP = 3  # spdm-emu's value; QEMU's SpdmTransportType calls 3 SCSI
+    NVME = 4  # QEMU's spdm_trans=nvme: NVMe Security Send/Receive (DSP0286), see sim.interop.nvme
 
 
 def default_port(transport: EmuTransport) -> int:

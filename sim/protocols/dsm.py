@@ -211,6 +211,11 @@ class _DsmTdispHooks:
         config = None if tdi.mmio_ranges or hw is None else _function_config(hw, tdi.function)
         if config is None:
             return tdi.mmio_ranges
+        if tdi.bar_ranges:  # a configured layout: sub-ranges of the BARs as they are programmed now
+            bars = {b.index: b for b in _memory_bars(config)}
+            return tuple(MmioRange((bars[r.bar].address >> PAGE_SHIFT) + r.offset_pages, r.pages, r.attributes,
+                                   r.bar if r.range_id is None else r.range_id)
+                         for r in tdi.bar_ranges if r.bar in bars)
         return tuple(MmioRange(b.address >> PAGE_SHIFT, max(1, b.size >> PAGE_SHIFT), range_id=b.index)
                      for b in sorted(_memory_bars(config), key=lambda b: b.index))
 

@@ -144,6 +144,17 @@ def transition(state: TdiState, trigger: Trigger) -> Entry:
 
 
 @dataclasses.dataclass(frozen=True)
+class BarRange:
+    """A report range given relative to a BAR: its address is the BAR's base at LOCK plus the offset."""
+
+    bar: int
+    offset_pages: int
+    pages: int
+    attributes: MmioRangeAttributes = MmioRangeAttributes(0)
+    range_id: int | None = None  # None: the BAR index
+
+
+@dataclasses.dataclass(frozen=True)
 class TdiDefinition:
     """One TDI the device hosts: its interface ID, the function it lives on, and its report contents.
 
@@ -161,6 +172,7 @@ class TdiDefinition:
     lnr_control: int = 0
     tph_control: int = 0
     requires_ide: bool = True
+    bar_ranges: tuple[BarRange, ...] = ()  # when given (and no mmio_ranges): the report's ranges, from the BARs
 
     @property
     def key(self) -> tuple[int, int | None]:

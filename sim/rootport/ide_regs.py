@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from sim.crypto.aead import IDE_KEY_SIZE
 from sim.devices.config_space import IdeCapability, IdeCapFlag, IdeStreamBlock, RegisterWrite
-from sim.engine.trace import Channel
+from sim.engine.trace import Channel, EventKind
 from sim.wire.ide_km import IFV_BYTES, Direction, KeySet, SubStream
 
 if TYPE_CHECKING:
@@ -217,4 +217,8 @@ class KeyProgrammingPort:
                data: bytes = b"") -> None:
         where = f"blk{block}" + ("" if slot is None else f" {slot[0].name} {slot[1].name} {slot[2].name}")
         self._rp.world.trace.emit(principal, self._rp.path, Channel.KEY_SLOT, data,
-                                  f"{op} {where} -> {status.name}")
+                                  f"{op} {where} -> {status.name}", kind=EventKind.KEY_SLOT,
+                                  fields={"op": op, "block": block, "status": status.name,
+                                          "key_set": None if slot is None else slot[0].name,
+                                          "direction": None if slot is None else slot[1].name,
+                                          "sub_stream": None if slot is None else slot[2].name})

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from sim.engine.faults import FaultKind, FaultRequest
 from sim.engine.timing import ComponentClass, Op
-from sim.engine.trace import Channel
+from sim.engine.trace import Channel, EventKind
 from sim.wire.codec import DecodeError
 from sim.wire.ide_km import KeySet, SubStream
 from sim.wire.tlp import (
@@ -186,7 +186,8 @@ class Link:
         ok = ep is not None and ep.config_read is not None and self.state is LinkState.UP
         value = ep.config_read(function, offset) if ok else ALL_ONES  # type: ignore[union-attr,misc]
         self.world.trace.emit(by, self.endpoint_path, Channel.CONFIG, value.to_bytes(4, "little"),
-                              f"CfgRd fn{function} 0x{offset:03x} -> 0x{value:08x}" + ("" if ok else " (no link)"))
+                              f"CfgRd fn{function} 0x{offset:03x} -> 0x{value:08x}" + ("" if ok else " (no link)"),
+                              kind=EventKind.CONFIG_READ, fields={"function": function, "offset": offset, "ok": ok})
         return value
 
     def cfg_write(self, function: int, offset: int, value: int, byte_enable: int = 0xF, *, by: str) -> bool:
@@ -195,7 +196,8 @@ class Link:
         ok = ep is not None and ep.config_write is not None and self.state is LinkState.UP
         self.world.trace.emit(by, self.endpoint_path, Channel.CONFIG, (value & ALL_ONES).to_bytes(4, "little"),
                               f"CfgWr fn{function} 0x{offset:03x} be={byte_enable:x} <- 0x{value:08x}"
-                              + ("" if ok else " (no link)"))
+                              + ("" if ok else " (no link)"), kind=EventKind.CONFIG_WRITE,
+                              fields={"function": function, "offset": offset, "byte_enable": byte_enable, "ok": ok})
         if ok:
             ep.config_write(function, offset, value, byte_enable)  # type: ignore[union-attr,misc]
         return ok
@@ -215,20 +217,21 @@ class Link:
         delivery."""
         src, dst = self._ends(side)
         if self.state is not LinkState.UP:
-            self._drop(src, dst, plain, f"link {self.state}")
+            self._drop(src, dst, plain, f"link {self.state}", by="link-down")
             return
         wire = self._protect(side, plain, tee)
         self.stats["sent"] += 1
         observers = (self.interposer_name,) if self.interposer is not None else ()
-        self.world.trace.emit(src, dst, Channel.TLP, wire, _summary(wire), observers=observers)
+        self.world.trace.emit(src, dst, Channel.TLP, wire, _summary(wire), observers=observers, kind=EventKind.TLP)
         if self.interposer is not None:
             changed = self.interposer(side, wire)
             if changed is None:
-                self._drop(self.interposer_name, dst, wire, "dropped by interposer")
+                self._drop(self.interposer_name, dst, wire, "dropped by interposer", by="interposer")
                 return
             if changed != wire:
                 self.world.trace.emit(self.interposer_name, dst, Channel.TLP, changed,
-                                      "modified by interposer: " + _summary(changed))
+                                      "modified by interposer: " + _summary(changed), kind=EventKind.TLP_MODIFIED,
+                                      fields={"by": "interposer"})
                 wire = bytes(changed)
         wire = self._apply_one_shot_faults(src, dst, wire)
         if wire is None:
@@ -262,7 +265,7 @@ class Link:
     def _arrive(self, sender: Side, wire: bytes, generation: int) -> None:
         src, dst = self._ends(sender)
         if generation != self._generation or self.state is not LinkState.UP:
-            self._drop(src, dst, wire, "lost in flight (link went down)")
+            self._drop(src, dst, wire, "lost in flight (link went down)", by="link-down")
             return
         receiver = Side.ENDPOINT if sender is Side.ROOT_PORT else Side.ROOT_PORT
         plain: bytes | None = wire
@@ -304,7 +307,8 @@ class Link:
         self.stats["integrity_failures"] += 1
         who = self.root_port.path if receiver is Side.ROOT_PORT else self.endpoint_path
         self.world.trace.emit(who, who, Channel.IDE, b"",
-                              f"integrity check failed stream={stream_id if stream_id is not None else '?'}: {why}")
+                              f"integrity check failed stream={stream_id if stream_id is not None else '?'}: {why}",
+                              kind=EventKind.IDE_INTEGRITY, fields={"stream": stream_id, "detected_here": True})
         if stream_id is None:
             return
         for listener in list(self.integrity_listeners):
@@ -324,19 +328,21 @@ class Link:
         while self._pending_faults:
             req = self._pending_faults.pop(0)
             if req.kind is FaultKind.DROP_TLP:
-                self._drop(src, dst, wire, "dropped by injected fault")
+                self._drop(src, dst, wire, "dropped by injected fault", by="fault")
                 return None
             if req.kind is FaultKind.CORRUPT_TLP and wire:
                 bit = req.rng.randint(0, 8 * len(wire) - 1)
                 damaged = bytearray(wire)
                 damaged[bit // 8] ^= 1 << (bit % 8)
                 wire = bytes(damaged)
-                self.world.trace.emit("faults", dst, Channel.TLP, wire, f"corrupted (bit {bit}): " + _summary(wire))
+                self.world.trace.emit("faults", dst, Channel.TLP, wire, f"corrupted (bit {bit}): " + _summary(wire),
+                                      kind=EventKind.TLP_CORRUPTED, fields={"bit": bit})
         return wire
 
-    def _drop(self, src: str, dst: str, data: bytes, why: str) -> None:
+    def _drop(self, src: str, dst: str, data: bytes, why: str, *, by: str) -> None:
         self.stats["dropped"] += 1
-        self.world.trace.emit(src, dst, Channel.LINK, b"", f"TLP dropped ({why}), {len(data)} bytes")
+        self.world.trace.emit(src, dst, Channel.LINK, b"", f"TLP dropped ({why}), {len(data)} bytes",
+                              kind=EventKind.TLP_DROPPED, fields={"by": by, "bytes": len(data)})
 
     # -- link state ---------------------------------------------------------------------------------
 
@@ -384,13 +390,15 @@ class Link:
         if was is not LinkState.DOWN:
             self._set_state(LinkState.DOWN, f"link down ({why})")
         if reset is not None and self._endpoint is not None:
-            self.world.trace.emit(self.root_port.path, self._endpoint.path, Channel.LINK, b"", f"reset signal: {reset}")
+            self.world.trace.emit(self.root_port.path, self._endpoint.path, Channel.LINK, b"", f"reset signal: {reset}",
+                                  kind=EventKind.RESET_SIGNAL, fields={"reset": str(reset)})
             if self._endpoint.reset is not None:
                 self._endpoint.reset(reset)
 
     def _set_state(self, state: LinkState, summary: str) -> None:
         self.state = state
-        self.world.trace.emit(self.path, self.endpoint_path, Channel.LINK, b"", summary)
+        self.world.trace.emit(self.path, self.endpoint_path, Channel.LINK, b"", summary, kind=EventKind.LINK_STATE,
+                              fields={"state": str(state)})
         self.root_port.link_state_changed(state)
         if self._endpoint is not None and self._endpoint.state is not None:
             self._endpoint.state(state)

@@ -37,7 +37,7 @@ from sim.devices.config_space import (
 )
 from sim.engine.faults import FaultKind, FaultRequest
 from sim.engine.timing import ComponentClass
-from sim.engine.trace import Channel
+from sim.engine.trace import Channel, EventKind
 from sim.rootport.dpc import DpcCapability, DpcStatus, DpcTriggerReason, DpcTriggerReasonExt, ErrorSeverity
 from sim.rootport.ide_regs import KeyProgrammingPort, StreamKeySlots, root_port_ide_capability
 from sim.rootport.link import Link, LinkReset, LinkState, Side
@@ -140,12 +140,14 @@ class RootPort:
     def cfg_read(self, offset: int, size: int = 4, *, by: str) -> int:
         value = self.config.read(offset, size)
         self.world.trace.emit(by, self.path, Channel.CONFIG, value.to_bytes(size, "little"),
-                              f"CfgRd 0x{offset:03x}/{size} -> 0x{value:0{2 * size}x}")
+                              f"CfgRd 0x{offset:03x}/{size} -> 0x{value:0{2 * size}x}", kind=EventKind.CONFIG_READ,
+                              fields={"offset": offset, "size": size})
         return value
 
     def cfg_write(self, offset: int, value: int, size: int = 4, *, by: str) -> None:
         self.world.trace.emit(by, self.path, Channel.CONFIG, (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little"),
-                              f"CfgWr 0x{offset:03x}/{size} <- 0x{value:0{2 * size}x}")
+                              f"CfgWr 0x{offset:03x}/{size} <- 0x{value:0{2 * size}x}", kind=EventKind.CONFIG_WRITE,
+                              fields={"offset": offset, "size": size})
         self.config.write(offset, value, size)
 
     # -- selective stream register-block pool -------------------------------------------------------
@@ -242,7 +244,8 @@ class RootPort:
         try:
             tlp = decode_tlp(data)
         except DecodeError as exc:
-            self.world.trace.emit(self.path, self.path, Channel.LINK, b"", f"malformed TLP from below: {exc}")
+            self.world.trace.emit(self.path, self.path, Channel.LINK, b"", f"malformed TLP from below: {exc}",
+                                  kind=EventKind.TLP_MALFORMED)
             if self.dpc is not None:
                 self.dpc.uncorrectable_error()  # a Malformed TLP is an uncorrectable (fatal) error
             return
@@ -255,7 +258,8 @@ class RootPort:
             return
         if not tee and self._touches_tee_memory(header.address, 4 * header.length_dw):
             self.world.trace.emit(self.path, self.path, Channel.LINK, b"",
-                                  f"refused {header.summary()}: TEE memory takes only T=1 requests in a Secure stream")
+                                  f"refused {header.summary()}: TEE memory takes only T=1 requests in a Secure stream",
+                                  kind=EventKind.TEE_REFUSED, fields={"at": "memory"})
             return
         if header.is_write:
             self.host_memory.write(header.address, tlp.data)
@@ -267,7 +271,8 @@ class RootPort:
     def error_message(self, severity: ErrorSeverity, source_id: int) -> bool:
         """ERR_FATAL / ERR_NONFATAL received from below; returns whether DPC triggered."""
         self.world.trace.emit(self.link.endpoint_path if self.link else "?", self.path, Channel.LINK, b"",
-                              f"ERR_{severity.name} from {source_id:04x}")
+                              f"ERR_{severity.name} from {source_id:04x}", kind=EventKind.ERROR_MESSAGE,
+                              fields={"severity": severity.name, "requester": source_id})
         return self.dpc is not None and self.dpc.error_received(severity, source_id)
 
     def surprise_link_down(self) -> None:
@@ -345,7 +350,10 @@ class RootPort:
             self.ide.set_state(s.block, IdeStreamState.INSECURE, integrity_fail=True)
         self.world.trace.emit(self.path, self.path, Channel.IDE, b"",
                               f"stream blk{s.block.index} id={self.ide.stream_id(s.block)} integrity failure "
-                              f"({'detected' if detected_here else 'IDE Fail Message received'})")
+                              f"({'detected' if detected_here else 'IDE Fail Message received'})",
+                              kind=EventKind.IDE_INTEGRITY, fields={"block": s.block.index,
+                                                                    "stream": self.ide.stream_id(s.block),
+                                                                    "detected_here": detected_here})
         for listener in list(self.integrity_listeners):
             listener(s.block.index)
 
@@ -357,7 +365,10 @@ class RootPort:
             return
         self.ide.set_state(s.block, new)
         self.world.trace.emit(self.path, self.path, Channel.IDE, b"",
-                              f"stream blk{s.block.index} id={self.ide.stream_id(s.block)} {new.name}")
+                              f"stream blk{s.block.index} id={self.ide.stream_id(s.block)} {new.name}",
+                              kind=EventKind.STREAM_STATE, fields={"block": s.block.index,
+                                                                   "stream": self.ide.stream_id(s.block),
+                                                                   "state": new.name})
         for listener in list(self.stream_listeners):
             listener(s.block.index, new)
 
@@ -401,11 +412,13 @@ class RootPort:
             else:
                 self.link.release("link-disable")
         elif w.pulses & LnkCtl.RETRAIN_LINK:
-            self.world.trace.emit(self.path, self.link.path, Channel.LINK, b"", "retrain link requested")
+            self.world.trace.emit(self.path, self.link.path, Channel.LINK, b"", "retrain link requested",
+                                  kind=EventKind.DPC, fields={"event": "retrain"})
 
     def _contained(self, reason: DpcTriggerReason, ext: DpcTriggerReasonExt | None) -> None:
         why = reason.name if ext is None else f"{reason.name}/{ext.name}"
-        self.world.trace.emit(self.path, self.path, Channel.LINK, b"", f"DPC triggered ({why}): link contained")
+        self.world.trace.emit(self.path, self.path, Channel.LINK, b"", f"DPC triggered ({why}): link contained",
+                              kind=EventKind.DPC, fields={"event": "triggered", "reason": why})
         if self.link is not None:
             self.link.hold_down("dpc", LinkReset.DPC)
         else:
@@ -415,7 +428,8 @@ class RootPort:
                 listener(reason, ext)
 
     def _released(self) -> None:
-        self.world.trace.emit(self.path, self.path, Channel.LINK, b"", "DPC released by software")
+        self.world.trace.emit(self.path, self.path, Channel.LINK, b"", "DPC released by software",
+                              kind=EventKind.DPC, fields={"event": "released"})
         if self.link is not None:
             self.link.release("dpc")
 

@@ -47,8 +47,9 @@ SCENARIO_DIR = REPO / "scenarios"
 
 
 def fingerprint(event: TraceEvent) -> bytes:
-    """The first bytes of the SHA-256 of the event's canonical JSON line (what the trace digest hashes)."""
-    return hashlib.sha256(event.json_line().encode("ascii")).digest()[:FINGERPRINT_BYTES]
+    """The first bytes of the SHA-256 of the event's canonical line (typed fields and bytes, no summary: what the
+    trace digest hashes)."""
+    return hashlib.sha256(event.canonical_line().encode("ascii")).digest()[:FINGERPRINT_BYTES]
 
 
 def fingerprints(events: Iterable[TraceEvent]) -> bytes:

@@ -43,11 +43,11 @@ from sim.protocols.dsm import DeviceSecurityManager
 from sim.protocols.env import CryptoMeter, ProtocolEnv
 from sim.protocols.spdm.profile import ResponderProfile, make_profile
 from sim.protocols.spdm.responder import SpdmResponder
-from sim.protocols.tdisp import TdiDefinition
+from sim.protocols.tdisp import BarRange, TdiDefinition
 from sim.rootport.dpc import DPC_CAP_CTL, DpcCtl, DpcTriggerEnable
 from sim.rootport.link import Link, plug_in
 from sim.rootport.root_port import RootPort
-from sim.wire.tdisp import InterfaceId
+from sim.wire.tdisp import InterfaceId, InterfaceInfo
 
 PORT_WINDOW_BASE = 0xC000_0000   # first Root Port's memory window (32-bit space, below 4 GiB)
 PORT_WINDOW_SIZE = 0x0100_0000   # 16 MiB per Root Port
@@ -73,12 +73,25 @@ class MmioRangeSpec:
 
 
 @dataclasses.dataclass(frozen=True)
+class ReportSpec:
+    """A configured interface report: BAR-relative ranges and the report's fixed fields (TdiDefinition's)."""
+
+    ranges: tuple[BarRange, ...] = ()
+    interface_info: InterfaceInfo = InterfaceInfo.DMA_WITHOUT_PASID
+    msi_x_message_control: int = 0
+    lnr_control: int = 0
+    tph_control: int = 0
+    device_specific_info: bytes = b""
+
+
+@dataclasses.dataclass(frozen=True)
 class TdiSpec:
     """A TDISP interface: one function of the device and the MMIO ranges it exposes."""
 
     function: int = 0
     mmio: tuple[MmioRangeSpec, ...] = (MmioRangeSpec(),)
     name: str = ""   # the scenario's TDI id, for reports
+    report: ReportSpec | None = None   # None: every BAR whole, DMA without PASID
 
 
 @dataclasses.dataclass(frozen=True)
@@ -243,8 +256,18 @@ class Platform:
 def _make_dsm(profile: ResponderProfile, identity: Identity, env: ProtocolEnv, spec: DeviceSpec,
               bus: int) -> DeviceSecurityManager:
     """The device security manager: SPDM responder + IDE_KM + TDISP, one TDI per TdiSpec."""
-    tdis = [TdiDefinition(InterfaceId.for_function(bus << 8 | t.function), function=t.function) for t in spec.tdis]
+    tdis = [tdi_definition(InterfaceId.for_function(bus << 8 | t.function), t) for t in spec.tdis]
     return DeviceSecurityManager.build(profile, identity, env, tdis=tdis)
+
+
+def tdi_definition(interface_id: InterfaceId, spec: TdiSpec) -> TdiDefinition:
+    """The DSM's definition of one TDI: its function and, when configured, its report layout."""
+    r = spec.report
+    if r is None:
+        return TdiDefinition(interface_id, function=spec.function)
+    return TdiDefinition(interface_id, function=spec.function, interface_info=r.interface_info, bar_ranges=r.ranges,
+                         msi_x_message_control=r.msi_x_message_control, lnr_control=r.lnr_control,
+                         tph_control=r.tph_control, device_specific_info=r.device_specific_info)
 
 
 def meter_cost_ns(world: World, path: str, meter: CryptoMeter) -> int:

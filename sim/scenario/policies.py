@@ -9,11 +9,20 @@ from typing import Any
 from sim.crypto.identity import load_certificates
 from sim.protocols.spdm.policy import VerificationPolicy
 from sim.protocols.spdm.profile import make_profile
+from sim.protocols.tdisp import BarRange
 from sim.scenario import schema as S
-from sim.scenario.platform import DeviceSpec, MmioRangeSpec, Platform, PlatformSpec, RootPortSpec, TdiSpec
+from sim.scenario.platform import (
+    DeviceSpec,
+    MmioRangeSpec,
+    Platform,
+    PlatformSpec,
+    ReportSpec,
+    RootPortSpec,
+    TdiSpec,
+)
 from sim.scenario.trust_models import Wiring, principals
 from sim.vmm.guest import GuestPolicy, ReportExpectation
-from sim.wire.tdisp import InterfaceInfo
+from sim.wire.tdisp import InterfaceInfo, MmioRangeAttributes
 
 PAGE = 4096
 
@@ -27,7 +36,7 @@ def platform_spec(scenario: S.Scenario, wiring: Wiring) -> PlatformSpec:
     for d in scenario.platform.devices:
         tdis = tuple(TdiSpec(function=t.function, name=t.id,
                              mmio=tuple(MmioRangeSpec(bar=m.bar, size=m.pages * PAGE) for m in t.mmio)
-                             or (MmioRangeSpec(),))
+                             or (MmioRangeSpec(),), report=report_spec(t.report))
                      for t in d.tdis) or (TdiSpec(),)
         files = d.identity.cert_chain is not None
         devices.append(DeviceSpec(
@@ -36,6 +45,27 @@ def platform_spec(scenario: S.Scenario, wiring: Wiring) -> PlatformSpec:
             cert_chain=d.identity.cert_chain if files else None, key=d.identity.key if files else None,
             measurement_digests=tuple((i, bytes.fromhex(v)) for i, v in sorted(d.measurements.digests.items()))))
     return PlatformSpec(root_ports=ports, devices=tuple(devices))
+
+
+_RANGE_ATTRIBUTES = {S.ReportRangeAttribute.MSIX_TABLE: MmioRangeAttributes.MSIX_TABLE,
+                     S.ReportRangeAttribute.MSIX_PBA: MmioRangeAttributes.MSIX_PBA,
+                     S.ReportRangeAttribute.NON_TEE_MEM: MmioRangeAttributes.IS_NON_TEE_MEM,
+                     S.ReportRangeAttribute.MEM_ATTR_UPDATABLE: MmioRangeAttributes.IS_MEM_ATTR_UPDATABLE}
+_REPORT_FLAGS = {S.ReportFlag.DMA_WITHOUT_PASID: InterfaceInfo.DMA_WITHOUT_PASID,
+                 S.ReportFlag.DMA_WITH_PASID: InterfaceInfo.DMA_WITH_PASID,
+                 S.ReportFlag.ATS: InterfaceInfo.ATS_ENABLED, S.ReportFlag.PRS: InterfaceInfo.PRS_ENABLED}
+
+
+def report_spec(report: S.InterfaceReport | None) -> ReportSpec | None:
+    """A TDI's configured report layout, as the platform builder takes it."""
+    if report is None:
+        return None
+    ranges = tuple(BarRange(r.bar, r.offset // PAGE, r.size // PAGE,
+                            MmioRangeAttributes(sum(int(_RANGE_ATTRIBUTES[a]) for a in set(r.attributes))), r.range_id)
+                   for r in report.mmio)
+    return ReportSpec(ranges, InterfaceInfo(sum(int(_REPORT_FLAGS[f]) for f in set(report.flags))),
+                      report.msi_x_message_control, report.lnr_control, report.tph_control,
+                      bytes.fromhex(report.device_specific_info))
 
 
 def _roots(platform: Platform, trusted: list[S.TrustedRoot]) -> tuple[Any, ...]:

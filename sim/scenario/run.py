@@ -24,7 +24,7 @@ from sim.crypto.algorithms import BaseHashAlgo
 from sim.crypto.hashes import digest
 from sim.devices.dma import read_placed, write_checked
 from sim.engine.exposure import Exposure
-from sim.engine.trace import Channel, JsonLinesSink, MemorySink, PcapSink, TraceEvent
+from sim.engine.trace import Channel, EventKind, JsonLinesSink, MemorySink, PcapSink, TraceEvent
 from sim.engine.world import World
 from sim.firmware.fat_tsm import FatTsm
 from sim.protocols.tsm import ReleaseStream, SecuredDevice
@@ -37,6 +37,7 @@ from sim.scenario.platform import (
 from sim.scenario.policies import guest_policy, host_policy, platform_spec
 from sim.scenario.trust_models import WIRINGS, Actors, GuestSetup, Securer, build_actors
 from sim.scenario.watch import Watch, insecure_windows, recoveries
+from sim.vmm.guest import TdiNote
 from sim.wire.doe import DoeObjectType
 from sim.wire.spdm.version import GetVersion
 
@@ -184,7 +185,8 @@ class ModelRun:
         self.world.trace.emit("scenario", getattr(event, "device", None) or getattr(event, "port", None) or "world",
                               Channel.FAULT if event.kind not in (S.EventKind.BOOT, S.EventKind.ASSIGN, S.EventKind.DMA,
                                                                   S.EventKind.MMIO) else Channel.LINK,
-                              b"", f"scenario event {event.kind.value}")
+                              b"", f"scenario event {event.kind.value}", kind=EventKind.SCENARIO,
+                              fields={"event": event.kind.value})
         if handler is None:
             self.notes.append(f"event '{event.kind.value}' at {self.world.now} ns is not modeled yet; it was skipped")
             return
@@ -198,7 +200,8 @@ class ModelRun:
             except Exception as exc:  # an actor refused (e.g. a relay for an unassigned device)
                 self.notes.append(f"at {self.world.now} ns: {type(exc).__name__}: {exc}")
                 self.world.trace.emit("scenario", "world", Channel.FAULT, b"",
-                                      f"scenario action failed: {type(exc).__name__}: {exc}")
+                                      f"scenario action failed: {type(exc).__name__}: {exc}", kind=EventKind.SCENARIO,
+                                      fields={"event": "action-failed", "error": type(exc).__name__})
                 return None
         return self.world.process(guarded())
 
@@ -278,11 +281,12 @@ class ModelRun:
         for name, g in self.actors.guests.items():
             verdicts: dict[str, list[tuple[int, bool, str | None]]] = {}
             for (device, _fn), rec in g.tdis.items():
-                for t, what in rec.history:
-                    if what.startswith("accepted"):
-                        verdicts.setdefault(device, []).append((t, True, None))
-                    elif what.startswith("not accepted: "):
-                        verdicts.setdefault(device, []).append((t, False, what.removeprefix("not accepted: ")))
+                for entry in rec.history:
+                    if entry.note is TdiNote.ACCEPTED:
+                        verdicts.setdefault(device, []).append((entry.time_ns, True, None))
+                    elif entry.note is TdiNote.NOT_ACCEPTED:
+                        verdicts.setdefault(device, []).append((entry.time_ns, False,
+                                                                entry.text.removeprefix("not accepted: ")))
             for device, items in verdicts.items():
                 log = [{"ok": ok, "reason": why, "guest": name, "at_ns": t} for t, ok, why in sorted(
                     items, key=lambda v: v[0])]
@@ -305,7 +309,8 @@ class ModelRun:
     def _assign(self, device: str, guest: str) -> None:
         if self.wiring.guest_devices is None:
             self.notes.append(f"{self.model}: {device} assigned to {guest} stays host-owned (no TDISP in this model)")
-            self.world.trace.emit("vmm", guest, Channel.LINK, b"", f"assign {device} to {guest}: host keeps it secured")
+            self.world.trace.emit("vmm", guest, Channel.LINK, b"", f"assign {device} to {guest}: host keeps it secured",
+                                  kind=EventKind.VMM, fields={"what": "assign-refused", "device": device})
             return
         owner = self.actors.vmm.owner_of(device) or self._assigning.get(device)
         if owner == guest:
@@ -372,9 +377,12 @@ class ModelRun:
         verdict = "arrived intact" if ok else "FAILED"
         if read:  # the data moves from memory to the device
             self.world.trace.emit("host-memory", event.device, Channel.LINK, b"",
-                                  f"DMA read of {event.bytes} bytes {verdict}")
+                                  f"DMA read of {event.bytes} bytes {verdict}", kind=EventKind.DMA,
+                                  fields={"device": event.device, "direction": "read", "bytes": event.bytes, "ok": bool(ok)})
         else:  # (worded as before reads existed, so the shipped scenarios' golden traces stay valid)
-            self.world.trace.emit(event.device, "host-memory", Channel.LINK, b"", f"DMA {event.bytes} bytes {verdict}")
+            self.world.trace.emit(event.device, "host-memory", Channel.LINK, b"", f"DMA {event.bytes} bytes {verdict}",
+                                  kind=EventKind.DMA, fields={"device": event.device, "direction": "write",
+                                                              "bytes": event.bytes, "ok": bool(ok)})
         self.dma_log.setdefault(event.device, []).append(
             {"t_ns": self.world.now, "bytes": event.bytes, "ok": bool(ok), "sample": data[:32].hex(),
              "direction": str(event.direction)})
@@ -442,7 +450,8 @@ class ModelRun:
             ok = bool(getattr((yield from self.host.refresh_keys(device)), "ok", False))
             by = self.host.path
         self.world.trace.emit(by, device, Channel.IDE, b"",
-                              f"{device} key refresh by {by}: {'switched key set' if ok else 'FAILED'}")
+                              f"{device} key refresh by {by}: {'switched key set' if ok else 'FAILED'}",
+                              kind=EventKind.KEY_REFRESH, fields={"device": device, "by": by, "ok": ok})
         if not ok:
             self.notes.append(f"key refresh of {device} by {by} at {self.world.now} ns failed")
 
@@ -457,7 +466,8 @@ class ModelRun:
     def _on_firmware_update(self, event: S.FirmwareUpdateEvent) -> None:
         self.platform.device(event.device).responder.update_firmware(event.version)
         self.world.trace.emit("scenario", event.device, Channel.LINK, b"",
-                              f"{event.device} device firmware updated to {event.version}")
+                              f"{event.device} device firmware updated to {event.version}",
+                              kind=EventKind.DEVICE_FIRMWARE, fields={"device": event.device, "version": event.version})
 
     def _on_second_requester(self, event: S.SecondRequesterEvent) -> None:
         self._fault(event.device, "second_requester")
@@ -591,7 +601,7 @@ def sequence(events: list[TraceEvent], device_path: str) -> list[dict[str, Any]]
     """The first crossings that concern one device: its message sequence, decoded one line each."""
     out = []
     for e in events:
-        if e.channel in (Channel.DOE, Channel.FIRMWARE, Channel.KEY_SLOT) or "phase" in e.summary:
+        if e.channel in (Channel.DOE, Channel.FIRMWARE, Channel.KEY_SLOT) or e.kind is EventKind.PHASE:
             if device_path and device_path not in (e.source, e.destination) and e.channel is Channel.DOE:
                 continue
             out.append({"t_ns": e.time_ns, "from": e.source, "to": e.destination, "channel": str(e.channel),

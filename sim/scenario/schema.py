@@ -526,6 +526,61 @@ class MmioRange(_Model):
     """Size in 4 KiB pages: a power of two, 1 to 4096 (16 MiB, a Root Port's whole window)."""
 
 
+class ReportRangeAttribute(enum.StrEnum):
+    """MMIO_RANGE attributes of a TDI report range (TDISP §11.3.11)."""
+
+    MSIX_TABLE = "msix_table"
+    MSIX_PBA = "msix_pba"
+    NON_TEE_MEM = "non_tee_mem"
+    MEM_ATTR_UPDATABLE = "mem_attr_updatable"
+
+
+class ReportFlag(enum.StrEnum):
+    """INTERFACE_INFO bits of a TDI report that the device states (NO_FW_UPDATE follows the LOCK request)."""
+
+    DMA_WITHOUT_PASID = "dma_without_pasid"
+    DMA_WITH_PASID = "dma_with_pasid"
+    ATS = "ats"
+    PRS = "prs"
+
+
+U16 = Annotated[int, Field(strict=True, ge=0, le=0xFFFF)]
+
+
+class ReportRange(_Model):
+    """One MMIO range of a TDI's interface report: a part of one of the TDI's BARs. Its address in the report is
+    the BAR's base when the TDI is locked, plus `offset` (plus the TSM's reporting offset)."""
+
+    bar: Annotated[int, Field(strict=True, ge=0, le=MMIO_MAX_BAR)]
+    """The BAR, one of the TDI's `mmio` ranges (BAR 0 when the TDI has none)."""
+    offset: Annotated[int, Field(strict=True, ge=0)] = 0
+    """Bytes from the BAR's base, a multiple of 4096."""
+    size: Annotated[int, Field(strict=True, ge=MMIO_PAGE)]
+    """Bytes, a multiple of 4096; offset + size must stay inside the BAR."""
+    attributes: list[ReportRangeAttribute] = []
+    """MSI-X table / PBA, non-TEE memory, memory attributes updatable."""
+    range_id: U16 | None = None
+    """RANGE_ID in the report (default: the BAR index)."""
+
+
+class InterfaceReport(_Model):
+    """What the TDI's DEVICE_INTERFACE_REPORT says, when it must match a real device (such as the QEMU device in
+    front of `tiosim serve-device`). Without it the report lists each BAR whole."""
+
+    mmio: list[ReportRange] = []
+    """The ranges in report order; they must not overlap."""
+    flags: list[ReportFlag] = [ReportFlag.DMA_WITHOUT_PASID]
+    """INTERFACE_INFO bits (default: DMA without PASID)."""
+    msi_x_message_control: U16 = 0
+    """MSI-X Message Control reported under LOCK_MSIX (needs an msix_table range when nonzero)."""
+    lnr_control: U16 = 0
+    """LNR control register value."""
+    tph_control: U16 = 0
+    """TPH control register value, reported under LOCK_MSIX."""
+    device_specific_info: Annotated[str, StringConstraints(strict=True, pattern=r"^([0-9a-fA-F]{2})*$")] = ""
+    """Device-specific bytes at the end of the report, in hex."""
+
+
 class Tdi(_Model):
     """A TDISP interface (TDI): one function of the device and the MMIO it owns. When a device is assigned
     to a guest (fat, thin-guest, thin-vmm), the TDI of function 0 is locked and started; TDIs of other
@@ -539,6 +594,8 @@ class Tdi(_Model):
     mmio: list[MmioRange] = []
     """The TDI's MMIO ranges (default when empty: one 16 KiB range in BAR 0). With those of the device's other
     functions they must fit the Root Port's 16 MiB memory window, each BAR aligned to its size."""
+    report: InterfaceReport | None = None
+    """The TDI's interface report layout (default: every BAR whole, DMA without PASID)."""
 
 
 class Device(_Model):
@@ -1205,6 +1262,45 @@ def _device_mmio_problems(base: Loc, d: Device) -> list[tuple[Loc, str]]:
     return problems
 
 
+def report_problems(base: Loc, d: Device) -> list[tuple[Loc, str]]:
+    """A TDI report layout the device could not produce: ranges outside the TDI's BARs, unaligned, overlapping,
+    or MSI-X control without a table."""
+    problems: list[tuple[Loc, str]] = []
+    for j, t in enumerate(d.tdis):
+        if t.report is None:
+            continue
+        loc: Loc = (*base, "tdis", j, "report")
+        bars = {r.bar: r.pages * MMIO_PAGE for r in t.mmio} or {0: DEFAULT_MMIO_PAGES * MMIO_PAGE}
+        spans: list[tuple[int, int, int, int]] = []  # bar, start, end, index
+        for k, r in enumerate(t.report.mmio):
+            at: Loc = (*loc, "mmio", k)
+            if r.bar not in bars:
+                problems.append(((*at, "bar"), f"TDI '{t.id}' has no BAR {r.bar} (expected one of its mmio BARs: "
+                                 f"{', '.join(map(str, sorted(bars)))})"))
+                continue
+            for name, value in (("offset", r.offset), ("size", r.size)):
+                if value % MMIO_PAGE:
+                    problems.append(((*at, name), f"{name} 0x{value:x} is not a multiple of 4096 (report ranges are "
+                                     "4 KiB pages)"))
+            if r.offset + r.size > bars[r.bar]:
+                problems.append(((*at, "size"), f"offset 0x{r.offset:x} + size 0x{r.size:x} runs past the end of BAR "
+                                 f"{r.bar} (0x{bars[r.bar]:x} bytes)"))
+            for other_bar, start, end, other in spans:
+                if other_bar == r.bar and r.offset < end and start < r.offset + r.size:
+                    problems.append((at, f"range overlaps range {other} in BAR {r.bar} (expected disjoint ranges)"))
+            spans.append((r.bar, r.offset, r.offset + r.size, k))
+        for attr in (ReportRangeAttribute.MSIX_TABLE, ReportRangeAttribute.MSIX_PBA):
+            marked = [k for k, r in enumerate(t.report.mmio) if attr in r.attributes]
+            if len(marked) > 1:
+                problems.append(((*loc, "mmio", marked[1], "attributes"),
+                                 f"{attr} is already range {marked[0]} (expected at most one)"))
+        if t.report.msi_x_message_control and not any(ReportRangeAttribute.MSIX_TABLE in r.attributes
+                                                       for r in t.report.mmio):
+            problems.append(((*loc, "msi_x_message_control"), "MSI-X message control is set but no range is the "
+                             "msix_table (expected an mmio range with attributes: [msix_table])"))
+    return problems
+
+
 def reference_problems(s: Scenario) -> list[tuple[Loc, str]]:
     """Every dangling or duplicate reference, with the location of the offending value."""
     problems: list[tuple[Loc, str]] = []
@@ -1254,6 +1350,7 @@ def reference_problems(s: Scenario) -> list[tuple[Loc, str]]:
         taken.setdefault(d.port, d.id)
         problems += _duplicates((((*base, "tdis", j, "id"), t.id) for j, t in enumerate(d.tdis)), f"TDI ({d.id})")
         problems += _device_mmio_problems(base, d)
+        problems += report_problems(base, d)
         if d.owner != HOST:
             if d.owner not in guests:
                 problems.append(((*base, "owner"), f"unknown owner '{d.owner}' (expected '{HOST}' or a guest id: "

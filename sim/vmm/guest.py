@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import typing
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -57,7 +58,7 @@ from sim.crypto.identity import ChainResult, ChainStatus, verify_spdm_cert_chain
 from sim.devices.dma import read_placed, write_checked
 from sim.engine.runner import SimGen, drive
 from sim.engine.timing import ComponentClass, Op
-from sim.engine.trace import Channel
+from sim.engine.trace import Channel, EventKind
 from sim.engine.world import World
 from sim.firmware.commands import (
     ErrorDetail,
@@ -176,6 +177,35 @@ class Outage:
         return (self.back_ns if self.back_ns is not None else now) - self.left_ns
 
 
+class TdiNote(enum.StrEnum):
+    """What happened to one of a guest's TDIs (the typed part of its history and of its trace event)."""
+
+    ACCEPTED = "accepted"
+    NOT_ACCEPTED = "not-accepted"
+    LEFT_RUN = "left-run"
+    KEYS_REFRESHED = "keys-refreshed"
+    KEY_REFRESH_FAILED = "key-refresh-failed"
+    RELEASED = "released"
+    RESECURING = "resecuring"
+    STOPPED = "stopped"
+    REBOUND = "rebound"
+
+
+class LeftRunCause(enum.StrEnum):
+    """How the guest learnt that a TDI left RUN: its own state check is evidence of its own; a notice from the
+    (untrusted) VMM tells it the device is gone but proves no attack; releasing it is the guest's choice."""
+
+    RELEASED = "released"
+    STATE_CHECK = "state-check"
+    VMM_NOTICE = "vmm-notice"
+
+
+class TdiHistoryEntry(typing.NamedTuple):
+    time_ns: int
+    note: TdiNote
+    text: str
+
+
 @dataclasses.dataclass
 class TdiRecord:
     """What the guest knows about one of its TDIs and when things happened to it (times in ns).
@@ -195,7 +225,7 @@ class TdiRecord:
     left_run_how: str = ""
     failure: str = ""
     failure_reason: str = ""
-    history: list[tuple[int, str]] = dataclasses.field(default_factory=list)
+    history: list[TdiHistoryEntry] = dataclasses.field(default_factory=list)
     outages: list[Outage] = dataclasses.field(default_factory=list)
 
 
@@ -258,10 +288,11 @@ class Guest:
             self.tdis[key] = TdiRecord(device, function)
         return self.tdis[key]
 
-    def _note(self, rec: TdiRecord, what: str) -> None:
-        rec.history.append((self.world.now, what))
+    def _note(self, rec: TdiRecord, note: TdiNote, what: str, **fields: str | None) -> None:
+        rec.history.append(TdiHistoryEntry(self.world.now, note, what))
         self.world.trace.emit(self.name, self._device_path(rec.device), Channel.LINK, b"",
-                              f"{self.name}: {rec.device} fn{rec.function} {what}")
+                              f"{self.name}: {rec.device} fn{rec.function} {what}", kind=EventKind.GUEST_TDI,
+                              fields={"device": rec.device, "function": rec.function, "note": note.value, **fields})
 
     def _device_path(self, device: str) -> str:
         return self._handle(device).path if self.platform is not None else device
@@ -271,14 +302,14 @@ class Guest:
             raise RuntimeError("the VMM gave the guest no platform to look devices up in")
         return self.platform.device(device)
 
-    def _left_run(self, rec: TdiRecord, how: str, at: int | None = None) -> None:
+    def _left_run(self, rec: TdiRecord, cause: LeftRunCause, how: str, at: int | None = None) -> None:
         """The TDI is found out of RUN; ``at`` is when the guest learnt of it (default: now)."""
         when = self.world.now if at is None else at
         if rec.state is TdiState.RUN and rec.left_run_ns is None:
             rec.left_run_ns = when
             rec.left_run_how = how
             rec.outages.append(Outage(when, how))
-            self._note(rec, f"left RUN ({how})")
+            self._note(rec, TdiNote.LEFT_RUN, f"left RUN ({how})", cause=cause.value)
         if rec.state is TdiState.RUN:
             rec.state = None
 
@@ -351,7 +382,8 @@ class Guest:
             self._securing.discard(device)
         for (dev, _fn), rec in self.tdis.items():
             if dev == device:
-                self._note(rec, f"keys refreshed: stream {secured.stream_id} {old.name} -> "
+                self._note(rec, TdiNote.KEYS_REFRESHED if not isinstance(result, TsmFailure)
+                           else TdiNote.KEY_REFRESH_FAILED, f"keys refreshed: stream {secured.stream_id} {old.name} -> "
                                 f"{secured.keys.key_set.name}" if not isinstance(result, TsmFailure)
                            else f"key refresh failed: {result}")
         return not isinstance(result, TsmFailure)
@@ -371,9 +403,9 @@ class Guest:
                                   teardown(owned.requester, owned.env, owned.secured),
                                   self._transport(device, owned))
         rec = self.tdi(device, function)
-        self._left_run(rec, "released by the guest")
+        self._left_run(rec, LeftRunCause.RELEASED, "released by the guest")
         rec.state = TdiState.CONFIG_UNLOCKED
-        self._note(rec, "released")
+        self._note(rec, TdiNote.RELEASED, "released")
         return not isinstance(result, TsmFailure)
 
     def _release_streams(self, device: str) -> SimGen[None]:
@@ -392,7 +424,8 @@ class Guest:
     def _failed(self, rec: TdiRecord, why: str, reason: str = "") -> bool:
         rec.failure = why
         rec.failure_reason = str(reason)
-        self._note(rec, f"not accepted: {why}")
+        self._note(rec, TdiNote.NOT_ACCEPTED, f"not accepted: {why}", reason=rec.failure_reason or None,
+                   detail=why)
         return False
 
     def _accepted(self, rec: TdiRecord) -> bool:
@@ -401,7 +434,7 @@ class Guest:
         rec.left_run_ns, rec.left_run_how, rec.failure, rec.failure_reason = None, "", "", ""
         if rec.outages and rec.outages[-1].back_ns is None:
             rec.outages[-1].back_ns = self.world.now
-        self._note(rec, "accepted: RUN")
+        self._note(rec, TdiNote.ACCEPTED, "accepted: RUN")
         return True
 
     def _transport(self, device: str, owned: _Owned) -> Callable[[Any], SimGen[Any]]:
@@ -579,7 +612,7 @@ class Guest:
         rec = self.tdi(device, function)
         state = yield from self._read_state(device, function)
         if state is not TdiState.RUN:
-            self._left_run(rec, f"state check: {state.name if state is not None else 'no answer'}")
+            self._left_run(rec, LeftRunCause.STATE_CHECK, f"state check: {state.name if state is not None else 'no answer'}")
         return state
 
     def _read_state(self, device: str, function: int) -> SimGen[TdiState | None]:
@@ -632,7 +665,7 @@ class Guest:
                 continue
             # lost, or back after a reset the guest may not have heard begin (a Secondary Bus Reset):
             # either way a conventional reset left every TDI in CONFIG_UNLOCKED (§11.4.8)
-            self._left_run(rec, f"VMM notice: {reason}")
+            self._left_run(rec, LeftRunCause.VMM_NOTICE, f"VMM notice: {reason}")
         if reason not in LOST_EVENT_KINDS and self.recover_on_reset and self.model is not GuestModel.FAT:
             for (dev, fn), rec in list(self.tdis.items()):
                 if dev == device and rec.state is not TdiState.RUN:
@@ -654,7 +687,7 @@ class Guest:
                 state = yield from self._read_state(device, fn)
                 if state is TdiState.RUN:
                     continue
-                self._left_run(rec, f"VMM notice: {FLR_NOTICE}; state {state.name if state else 'no answer'}",
+                self._left_run(rec, LeftRunCause.VMM_NOTICE, f"VMM notice: {FLR_NOTICE}; state {state.name if state else 'no answer'}",
                                at=noticed)
                 if not self.recover_on_reset:
                     continue
@@ -671,7 +704,7 @@ class Guest:
     def _recover_thin_tdi(self, device: str, function: int, rec: TdiRecord, state: TdiState | None) -> SimGen[bool]:
         owned = self._owned.get(device)
         if state is None or owned is None or owned.secured is None or owned.secured.session.ended:
-            self._note(rec, "no answer in the guest's session: securing the device again")
+            self._note(rec, TdiNote.RESECURING, "no answer in the guest's session: securing the device again")
             return (yield from self._secure(device, function, unlock_first=True))
         secured = owned.secured
         interface = InterfaceId(self._handle(device).endpoint.requester_id(function))
@@ -682,7 +715,7 @@ class Guest:
             if isinstance(stopped, PcisigFailure):
                 return self._failed(rec, f"STOP: {stopped}", str(stopped.reason))
             rec.state = TdiState.CONFIG_UNLOCKED
-            self._note(rec, "STOP: CONFIG_UNLOCKED (same session)")
+            self._note(rec, TdiNote.STOPPED, "STOP: CONFIG_UNLOCKED (same session)")
         secured.running = False
         rec.secure_started_ns = self.world.now
         started = yield from drive(self.world, self.name, owned.env.meter,
@@ -703,7 +736,7 @@ class Guest:
             bound = yield from self.vmm.rebind_tdi(self.name, device, function)
             if bound.status is not FwStatus.SUCCESS:
                 return self._fat_refused(rec, "re-bind", bound, "rebind-failed")
-            self._note(rec, "re-bound by the TSM: CONFIG_LOCKED")
+            self._note(rec, TdiNote.REBOUND, "re-bound by the TSM: CONFIG_LOCKED")
         return (yield from self.accept_fat(device, function))
 
     def _reaccept_fat(self, device: str) -> SimGen[None]:

@@ -34,9 +34,9 @@ from typing import Any, Protocol
 
 from sim.engine.runner import SimGen
 from sim.engine.timing import ComponentClass, Op
-from sim.engine.trace import Channel
+from sim.engine.trace import Channel, EventKind
 from sim.engine.world import World
-from sim.firmware.commands import FwFrame, TdiBind, TdiUnbind
+from sim.firmware.commands import FwFrame, TdiBind, TdiUnbind, frame_fields
 from sim.firmware.commands import summarize as summarize_frame
 from sim.firmware.core import enable_selective_stream
 from sim.firmware.keyslot_service import KeySlotService
@@ -139,12 +139,14 @@ class Vmm:
         if owner is not None and owner != guest:
             raise ValueError(f"device '{device}' is already assigned to '{owner}'")
         self.assignments[device] = guest
-        self.world.trace.emit(self.path, guest, Channel.LINK, b"", f"assign {device} to {guest}")
+        self.world.trace.emit(self.path, guest, Channel.LINK, b"", f"assign {device} to {guest}", kind=EventKind.VMM,
+                              fields={"what": "assign", "device": device})
 
     def unassign(self, device: str) -> None:
         guest = self.assignments.pop(device, None)
         if guest is not None:
-            self.world.trace.emit(self.path, guest, Channel.LINK, b"", f"unassign {device} from {guest}")
+            self.world.trace.emit(self.path, guest, Channel.LINK, b"", f"unassign {device} from {guest}", kind=EventKind.VMM,
+                              fields={"what": "unassign", "device": device})
 
     def owner_of(self, device: str) -> str | None:
         return self.assignments.get(device)
@@ -174,23 +176,28 @@ class Vmm:
         self._check(guest, device)
         data = doe_object_bytes(object_type, payload)
         self.world.trace.emit(guest, self.path, Channel.DOE, data, f"relay {DoeObjectType(object_type).name} "
-                              f"for {device}", secured_plaintext=secured_plaintext)
+                              f"for {device}", secured_plaintext=secured_plaintext,
+                              kind=EventKind.VMM_RELAY, fields={"device": device, "hop": "request"})
         yield self._vm_exit(guest)
         yield self.world.delay(self.path, Op.FW_COMMAND_DISPATCH)  # into the host kernel (ioctl)
         self.world.trace.emit(self.path, "host", Channel.DOE, data, f"relay {DoeObjectType(object_type).name} "
-                              f"for {device}", secured_plaintext=secured_plaintext)
+                              f"for {device}", secured_plaintext=secured_plaintext,
+                              kind=EventKind.VMM_RELAY, fields={"device": device, "hop": "request"})
         self.relayed_doe += 1
         answer = yield from self.host.forward_doe(device, DoeObjectType(object_type), payload,
                                                   secured_plaintext=secured_plaintext)
         if answer is None:
-            self.world.trace.emit(self.path, guest, Channel.DOE, b"", f"no response from {device}")
+            self.world.trace.emit(self.path, guest, Channel.DOE, b"", f"no response from {device}",
+                                  kind=EventKind.DOE_NO_RESPONSE, fields={"device": device})
             return None
         plain = response_plaintext(answer) if response_plaintext is not None else None
         back = doe_object_bytes(object_type, answer)
         self.world.trace.emit("host", self.path, Channel.DOE, back, f"response from {device}",
-                              secured_plaintext=plain)
+                              secured_plaintext=plain, kind=EventKind.VMM_RELAY,
+                              fields={"device": device, "hop": "response"})
         self.world.trace.emit(self.path, guest, Channel.DOE, back, f"response from {device}",
-                              secured_plaintext=plain)
+                              secured_plaintext=plain, kind=EventKind.VMM_RELAY,
+                              fields={"device": device, "hop": "response"})
         return answer
 
     # -- guest <-> firmware channel (thin-guest) ------------------------------------------------------
@@ -204,13 +211,15 @@ class Vmm:
         if not hasattr(target, "command_sealed"):
             raise RelayRefused("this platform's firmware offers no guest channel")
         self.world.trace.emit(guest, self.path, Channel.FIRMWARE, frame, summarize_frame(frame),
-                              secured_plaintext=plaintext)
+                              secured_plaintext=plaintext, kind=EventKind.FIRMWARE_MESSAGE,
+                              fields=frame_fields(frame))
         yield self._vm_exit(guest)
         self.relayed_firmware += 1
         answer, answer_plain = yield from target.command_sealed(self.path, frame,  # type: ignore[union-attr]
                                                                 secured_plaintext=plaintext)
         self.world.trace.emit(self.path, guest, Channel.FIRMWARE, answer, summarize_frame(answer),
-                              secured_plaintext=answer_plain)
+                              secured_plaintext=answer_plain, kind=EventKind.FIRMWARE_MESSAGE,
+                              fields=frame_fields(answer))
         return answer, answer_plain
 
     def sealed_relay_for(self, guest: str) -> Callable[[bytes, bytes | None], SimGen[tuple[bytes, bytes | None]]]:
@@ -256,18 +265,22 @@ class Vmm:
         if not hasattr(target, "issue"):
             raise RelayRefused("this platform's firmware is not a fat TSM")
         self.world.trace.emit(guest, self.path, Channel.FIRMWARE, frame, summarize_frame(frame),
-                              secured_plaintext=secured_plaintext)
+                              secured_plaintext=secured_plaintext, kind=EventKind.FIRMWARE_MESSAGE,
+                              fields=frame_fields(frame))
         yield self._vm_exit(guest)
         yield self.world.delay(self.path, Op.FW_COMMAND_DISPATCH)  # KVM -> host TSM driver
         self.world.trace.emit(self.path, "host", Channel.FIRMWARE, frame, summarize_frame(frame),
-                              secured_plaintext=secured_plaintext)
+                              secured_plaintext=secured_plaintext, kind=EventKind.FIRMWARE_MESSAGE,
+                              fields=frame_fields(frame))
         self.relayed_firmware += 1
         answer = yield from target.issue(frame, caller="host")  # type: ignore[union-attr]
         plain = response_plaintext(answer) if response_plaintext is not None else None
         self.world.trace.emit("host", self.path, Channel.FIRMWARE, answer, summarize_frame(answer),
-                              secured_plaintext=plain)
+                              secured_plaintext=plain, kind=EventKind.FIRMWARE_MESSAGE,
+                              fields=frame_fields(answer))
         self.world.trace.emit(self.path, guest, Channel.FIRMWARE, answer, summarize_frame(answer),
-                              secured_plaintext=plain)
+                              secured_plaintext=plain, kind=EventKind.FIRMWARE_MESSAGE,
+                              fields=frame_fields(answer))
         return answer
 
     # -- stream registers (not secret: the host programs them for the guest, via VFIO) ---------------
@@ -276,7 +289,8 @@ class Vmm:
         """Set up and enable the guest's selective stream on both ends (config registers)."""
         self._check(guest, device)
         yield self._vm_exit(guest)
-        self.world.trace.emit(guest, self.path, Channel.LINK, b"", f"enable stream {stream_id} of {device}")
+        self.world.trace.emit(guest, self.path, Channel.LINK, b"", f"enable stream {stream_id} of {device}", kind=EventKind.VMM,
+                              fields={"what": "enable stream", "device": device})
         if hasattr(self.host, "enable_stream"):
             return (yield from self.host.enable_stream(device, block, stream_id))  # type: ignore[attr-defined]
         if self.platform is None:
@@ -287,7 +301,8 @@ class Vmm:
     def disable_stream(self, guest: str, device: str, block: int, stream_id: int) -> SimGen[bool]:
         self._check(guest, device)
         yield self._vm_exit(guest)
-        self.world.trace.emit(guest, self.path, Channel.LINK, b"", f"disable stream {stream_id} of {device}")
+        self.world.trace.emit(guest, self.path, Channel.LINK, b"", f"disable stream {stream_id} of {device}", kind=EventKind.VMM,
+                              fields={"what": "disable stream", "device": device})
         if hasattr(self.host, "disable_stream"):
             yield from self.host.disable_stream(device, block, stream_id)  # type: ignore[attr-defined]
         return True
@@ -318,7 +333,8 @@ class Vmm:
         if handle is None or not hasattr(target, "host_call"):
             raise RelayRefused(f"the firmware is not a fat TSM, or it has no handle for '{device}'")
         yield self._vm_exit(guest)
-        self.world.trace.emit(guest, self.path, Channel.LINK, b"", f"re-bind {device} fn{function}")
+        self.world.trace.emit(guest, self.path, Channel.LINK, b"", f"re-bind {device} fn{function}", kind=EventKind.VMM,
+                              fields={"what": "re-bind", "device": device})
         yield self.world.delay(self.path, Op.FW_COMMAND_DISPATCH)
         yield from target.host_call(TdiUnbind(handle, function))  # type: ignore[union-attr]
         return (yield from self.bind_tdi(device, function))
@@ -335,10 +351,12 @@ class Vmm:
 
     def notify_reset(self, device: str, reason: str) -> None:
         """Upcall from the host: ``device`` was reset (DPC, hot reset, D3cold, FLR...). Tell its guest."""
-        self.world.trace.emit("host", self.path, Channel.LINK, b"", f"reset of {device}: {reason}")
+        self.world.trace.emit("host", self.path, Channel.LINK, b"", f"reset of {device}: {reason}", kind=EventKind.VMM,
+                              fields={"what": "reset of", "device": device})
         guest = self.assignments.get(device)
         if guest is None:
             return
         self.notices.append(ResetNotice(device, guest, reason, self.world.now))
-        self.world.trace.emit(self.path, guest, Channel.LINK, b"", f"reset notice {device}: {reason}")
+        self.world.trace.emit(self.path, guest, Channel.LINK, b"", f"reset notice {device}: {reason}", kind=EventKind.VMM,
+                              fields={"what": "reset notice", "device": device})
         self.guests[guest].on_reset_notice(device, reason)

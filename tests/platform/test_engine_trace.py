@@ -15,6 +15,7 @@ from sim.engine.trace import (
     PCAP_MAGIC_NSEC,
     PCAP_MAGIC_USEC,
     Channel,
+    EventKind,
     JsonLinesSink,
     MemorySink,
     PcapSink,
@@ -49,12 +50,13 @@ def test_json_lines_are_canonical_and_digest_matches() -> None:
     first = json.loads(lines[0])
     assert list(first) == sorted(first)  # deterministic key order
     assert first == {"channel": "doe", "data": GET_VERSION_DOE.hex(), "from": "host", "summary": "GET_VERSION",
-                     "t": 0, "to": "rp0.dev0"}
+                     "kind": "untyped", "t": 0, "to": "rp0.dev0"}
     assert [json.loads(line)["t"] for line in lines] == [0, 7, 1_500_000_123]
     assert " " not in lines[0].replace("GET_VERSION", "")
     assert world.trace.digest() == digest_of(mem.events)
     import hashlib
-    assert world.trace.digest() == hashlib.sha256(text.getvalue().encode()).hexdigest()
+    canonical = "".join(e.canonical_line() + "\n" for e in mem.events)
+    assert world.trace.digest() == hashlib.sha256(canonical.encode()).hexdigest()
 
 
 _TEXT = st.text(st.characters(codec="utf-8"), max_size=24)
@@ -63,14 +65,29 @@ _TEXT = st.text(st.characters(codec="utf-8"), max_size=24)
 @settings(max_examples=300)
 @given(t=st.integers(0, 2**63), source=_TEXT, destination=_TEXT, channel=st.sampled_from(list(Channel)),
        data=st.binary(max_size=40), summary=_TEXT, observers=st.lists(_TEXT, max_size=3),
-       secured=st.none() | st.binary(max_size=8))
+       secured=st.none() | st.binary(max_size=8), kind=st.sampled_from(list(EventKind)),
+       fields=st.dictionaries(_TEXT, st.none() | st.booleans() | st.integers(-2**70, 2**70) | _TEXT, max_size=4))
 def test_json_line_is_the_canonical_json_dumps(t: int, source: str, destination: str, channel: Channel, data: bytes,
-                                               summary: str, observers: list[str], secured: bytes | None) -> None:
+                                               summary: str, observers: list[str], secured: bytes | None,
+                                               kind: EventKind, fields: dict[str, object]) -> None:
     """The hand-written line must be byte for byte what json.dumps gives: trace digests are pinned on it."""
-    event = TraceEvent(t, source, destination, channel, data, summary, tuple(observers), secured)
+    event = TraceEvent(t, source, destination, channel, data, summary, tuple(observers), secured, kind,
+                       tuple(sorted(fields.items())))
     reference = json.dumps(event.to_json(), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     assert event.json_line() == reference
     assert json.loads(event.json_line()) == event.to_json()
+    without = {k: v for k, v in event.to_json().items() if k != "summary"}
+    assert event.canonical_line() == json.dumps(without, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def test_summary_is_not_part_of_the_digest() -> None:
+    """Rewording a summary changes neither the digest nor a fingerprint; a typed field does."""
+    a, b, c = (TraceBus(lambda: 7) for _ in range(3))
+    a.emit("x", "y", Channel.IDE, b"", "stream Secure", kind=EventKind.STREAM_STATE, fields={"state": "SECURE"})
+    b.emit("x", "y", Channel.IDE, b"", "the stream is now secure", kind=EventKind.STREAM_STATE,
+           fields={"state": "SECURE"})
+    c.emit("x", "y", Channel.IDE, b"", "stream Secure", kind=EventKind.STREAM_STATE, fields={"state": "INSECURE"})
+    assert a.digest() == b.digest() != c.digest()
 
 
 def test_secured_plaintext_is_not_written_but_flagged() -> None:
