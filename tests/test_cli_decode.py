@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -77,3 +78,24 @@ def test_decodes_an_ide_tlp_as_the_trace_records_it(capsys: pytest.CaptureFixtur
     assert "IDE stream=1" in out and "prefix.tee = 1" in out and "header.address = 268435456 (0x10000000)" in out
     code, out, _ = run(capsys, "decode", "--as", "tlp", "40 00 00 01")
     assert code == 1 and "at byte 4" in out
+
+
+def test_auto_mode_recognises_a_tlp(capsys: pytest.CaptureFixture[str]) -> None:
+    payload = "00" * 256 + "11" * 12
+    code, out, _ = run(capsys, "decode", "9200010540000040010000ff10000000" + payload)
+    assert code == 0 and "IDE stream=1" in out
+    code, out, _ = run(capsys, "decode", "40 00 00 01")  # a truncated TLP is not guessed to be one
+    assert code == 1 and "nor a TLP" in out
+
+
+def test_file_reads_a_runs_trace_jsonl(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    scenario = Path(__file__).resolve().parents[1] / "scenarios" / "single-device-boot.yaml"
+    assert main(["run", str(scenario), "--model", "thin-host", "--out", str(tmp_path), "-q"]) == 0
+    capsys.readouterr()
+    trace = tmp_path / "thin-host" / "trace.jsonl"
+    doe_lines = [n for n, line in enumerate(trace.read_text().splitlines(), 1) if '"channel":"doe"' in line]
+    code, out, _ = run(capsys, "decode", "--file", str(trace))
+    assert code == 0, out
+    assert "cannot decode" not in out
+    assert [int(m) for m in re.findall(r"trace\.jsonl:(\d+): t=", out)] == doe_lines
+    assert "KEY_EXCHANGE_RSP" in out and "CHALLENGE_AUTH" in out  # sized by the conversation so far

@@ -192,3 +192,13 @@ def test_handshake_in_the_clear_moves_verify_data_and_summary_follows_meas_cap()
     conv.observe(Capabilities(version=0x12, flags=clear, data_transfer_size=4096, max_spdm_msg_size=4096))
     conv.observe(Challenge(version=0x12, slot_id=0, hash_type=MeasurementSummaryHashType.ALL, nonce=bytes(32)))
     assert conv.candidates(ResponseCode.CHALLENGE_AUTH)[0].meas_summary_size == 0  # no MEAS_CAP, no summary
+
+
+def test_discovery_direction_follows_the_conversation(pcaps: dict[str, Path],
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """Request and response are one DW each; in a capture they alternate, so each record reads one way only."""
+    assert main(["decode", "--pcap", str(pcaps["p384/thin-host"])]) == 0
+    out = capsys.readouterr().out
+    seen = re.findall(r"(request|response): DOE DISCOVERY", out)
+    assert "as request" not in out and "as response" not in out
+    assert seen[:6] == ["request", "response"] * 3 and len(seen) % 2 == 0

@@ -18,7 +18,7 @@ import dataclasses
 import enum
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from typing import Any
@@ -190,16 +190,27 @@ class ModelSweep:
         }
 
 
-def _map(jobs: list[tuple[S.Scenario, S.TrustModel, Pair | None, bool]], workers: int) -> list[RunOutcome]:
+def _map(jobs: list[tuple[S.Scenario, S.TrustModel, Pair | None, bool]], workers: int,
+         progress: Callable[[int, int], None] | None = None) -> list[RunOutcome]:
+    """Run the jobs (in a process pool when workers > 1), telling ``progress(done, total)`` after each."""
+    def told(outcomes: Iterable[RunOutcome]) -> list[RunOutcome]:
+        out: list[RunOutcome] = []
+        for outcome in outcomes:
+            out.append(outcome)
+            if progress is not None:
+                progress(len(out), len(jobs))
+        return out
+
     if workers <= 1 or len(jobs) < 2:
-        return [_job(j) for j in jobs]
+        return told(_job(j) for j in jobs)
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("fork")) as pool:
-        return list(pool.map(_job, jobs))
+        return told(pool.map(_job, jobs))
 
 
 def sweep_model(scenario: S.Scenario, model: S.TrustModel, pairs: Iterable[Pair] | None = None, *,
-                workers: int = 1) -> ModelSweep:
-    """Honest run, premise run, and one run per applicable pair (every component x strategy by default)."""
+                workers: int = 1, progress: Callable[[int, int], None] | None = None) -> ModelSweep:
+    """Honest run, premise run, and one run per applicable pair (every component x strategy by default);
+    ``progress(done, total)`` after each run."""
     started = time.perf_counter()
     chosen = list(pairs) if pairs is not None else [(c, s) for c in S.AdversaryComponent for s in S.AdversaryStrategy]
     reasons = {(c, s): applicability(scenario, model, c, s) for c, s in chosen}
@@ -210,7 +221,7 @@ def sweep_model(scenario: S.Scenario, model: S.TrustModel, pairs: Iterable[Pair]
     if with_premise:
         jobs.append((scenario, model, None, True))
     jobs += [(scenario, model, pair, False) for pair in to_run]
-    outcomes = _map(jobs, workers)
+    outcomes = _map(jobs, workers, progress)
     honest = outcomes[0]
     premise = outcomes[1] if with_premise else None
     runs = outcomes[1 + with_premise:]
@@ -218,11 +229,17 @@ def sweep_model(scenario: S.Scenario, model: S.TrustModel, pairs: Iterable[Pair]
 
 
 def sweep(scenario: S.Scenario, models: Sequence[S.TrustModel] | None = None, pairs: Iterable[Pair] | None = None,
-          *, workers: int | None = None) -> dict[str, ModelSweep]:
-    """:func:`sweep_model` for each model of the scenario (or ``models``)."""
+          *, workers: int | None = None,
+          progress: Callable[[str, int, int], None] | None = None) -> dict[str, ModelSweep]:
+    """:func:`sweep_model` for each model of the scenario (or ``models``); ``progress(model, done, total)``
+    after each run (for a progress bar)."""
     chosen_pairs = list(pairs) if pairs is not None else None
     n = workers if workers is not None else max(1, min(4, os.cpu_count() or 1))
-    return {str(m): sweep_model(scenario, m, chosen_pairs, workers=n) for m in (models or scenario.models)}
+    def told(model: S.TrustModel) -> Callable[[int, int], None] | None:
+        return None if progress is None else lambda done, total: progress(str(model), done, total)
+
+    return {str(m): sweep_model(scenario, m, chosen_pairs, workers=n, progress=told(m))
+            for m in (models or scenario.models)}
 
 
 def attach(result: dict[str, Any], sweeps: dict[str, ModelSweep]) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from typing import BinaryIO
 from rich.console import Console
 from rich.table import Table
 
+from sim.commands import summary
 from sim.commands.common import EXIT_FAILED, EXIT_OK, UserError
 from sim.crypto.drbg import DeterministicRandom
 from sim.crypto.errors import CryptoError
@@ -137,7 +138,7 @@ def _ranged(low: int, high: int) -> Callable[[str], int]:
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
         "attest",
-        help="attest a device over DMTF's emulator socket protocol, then key IDE and drive TDISP",
+        help=summary("attest"),
         description="Connect to `tiosim serve-device` or DMTF's spdm_responder_emu (--trans PCI_DOE) and run: "
                     "DOE discovery, VCA, GET_DIGESTS, GET_CERTIFICATE (chain verified), CHALLENGE, signed "
                     "GET_MEASUREMENTS, KEY_EXCHANGE/FINISH, IDE_KM QUERY + KEY_PROG + K_SET_GO for all six "

@@ -17,6 +17,7 @@ from rich.console import Console
 
 from sim.bench.platform import DEFAULT_ENDPOINTS, measure_platform, profile_platform
 from sim.bench.protocol import DEFAULT_REPEAT, BenchmarkError, measure_protocol, profile_flow
+from sim.commands import summary
 from sim.commands.common import EXIT_FAILED, EXIT_OK, UserError
 
 PLATFORM_DEFAULT_REPEAT = 1  # a platform run is long and its numbers are stable
@@ -25,6 +26,7 @@ PLATFORM_DEFAULT_REPEAT = 1  # a platform run is long and its numbers are stable
 class Which(enum.StrEnum):
     PROTOCOL = "protocol"
     PLATFORM = "platform"
+    STARTUP = "startup"
     ALL = "all"
 
 
@@ -67,6 +69,14 @@ def cmd_bench(args: argparse.Namespace, console: Console) -> int:
             if args.profile:
                 _print(console, "top Python hotspots of one platform run (cProfile, cumulative):")
                 _print(console, profile_platform(args.n, seed=args.seed))
+    if which in (Which.STARTUP, Which.ALL):
+        from sim.bench.startup import DEFAULT_REPEAT as STARTUP_REPEAT
+        from sim.bench.startup import measure_startup
+
+        startup = measure_startup(args.repeat or STARTUP_REPEAT)
+        results["startup"] = startup.to_dict()
+        if not args.json:
+            _print(console, ("\n" if which is Which.ALL else "") + "\n".join(startup.lines()))
     if args.json:
         _print(console, json.dumps(results, indent=2))
     return status
@@ -75,11 +85,12 @@ def cmd_bench(args: argparse.Namespace, console: Console) -> int:
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
         "bench",
-        help="measure the simulator's own speed: the attest flow against its crypto, and a many-endpoint platform",
+        help=summary("bench"),
         description="protocol: run everything `tiosim attest` does in process (device included) and, in the same "
                     "run, the crypto operations that flow needs; print both CPU times (medians) and their ratio "
                     "(target <= 1.3). platform: build N Root Port + endpoint pairs and do one DOE round trip on each; "
-                    "print wall time and memory. Targets are reported, not asserted.",
+                    "print wall time and memory. startup: CPU of `tiosim --help` and `--version` against `python -c pass` "
+                    "(target <= 10x). Targets are reported, not asserted.",
     )
     p.add_argument("which", nargs="?", choices=[w.value for w in Which], default=Which.PROTOCOL.value,
                    help="which benchmark (default protocol)")

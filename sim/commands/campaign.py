@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from sim.commands import summary
 from sim.commands.common import EXIT_FAILED, EXIT_OK, UserError, read_text
 from sim.scenario.campaign import (
     DEFAULT_FAULTS,
@@ -91,7 +92,7 @@ def cmd_campaign(args: argparse.Namespace, console: Console) -> int:
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
-        "campaign", help="run seeded random fault variants of a scenario and check invariants on every run",
+        "campaign", help=summary("campaign"),
         description="Generate RUNS fault variants of SCENARIO (1..--max-faults faults each, at random instants "
                     "or after random milestones, reproducible from --seed), run each under every model of the "
                     "scenario, check the invariants on every run, shrink each failure to a minimal scenario and "

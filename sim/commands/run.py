@@ -9,6 +9,7 @@ model ``trace.jsonl`` and ``doe.pcap``; it exits 1 when an expectation fails, na
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import re
 import xml.etree.ElementTree as ET
@@ -17,9 +18,17 @@ from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
+from sim.commands import summary
 from sim.commands.common import EXIT_FAILED, EXIT_OK, UserError
 from sim.scenario.loader import ScenarioError, ScenarioFileError, load_scenario, resolved
 from sim.scenario.platform import PlatformSpecError
@@ -59,10 +68,35 @@ def _models(scenario: Scenario, wanted: list[str] | None, path: str) -> list[Tru
     return out
 
 
+def scenario_paths(given: list[str]) -> list[str]:
+    """The scenario files ``given`` names: files as they are, a directory as its ``*.yaml`` files (sorted,
+    not recursive), a glob pattern (for shells that pass it unexpanded) as its matches; duplicates once."""
+    out: list[str] = []
+    for item in given:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(str(p) for p in path.glob("*.yaml") if p.is_file())
+            if not found:
+                raise UserError(f"{item}: a directory without scenario files (*.yaml)")
+        elif any(c in item for c in "*?[") and not path.exists():
+            found = sorted(p for p in glob.glob(item) if Path(p).is_file())
+            if not found:
+                raise UserError(f"{item}: no file matches this pattern")
+        else:
+            found = [item]
+        out.extend(f for f in found if f not in out)
+    return out
+
+
 def _out_dir(base: str | None, scenario: Scenario, several: bool) -> Path:
     root = Path(base) if base else Path("out")
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", scenario.name)
     return root / safe if several or not base else root
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TextColumn("eta"), TimeRemainingColumn(), console=console, transient=True)
 
 
 def run_with_progress(console: Console, scenario: Scenario, models: list[TrustModel] | None, quiet: bool,
@@ -80,8 +114,7 @@ def _run_with_progress(console: Console, scenario: Scenario, models: list[TrustM
     chosen = models or list(scenario.models)
     if quiet or not console.is_terminal:
         return run_scenario(scenario, chosen, **kw)
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TimeElapsedColumn(), console=console, transient=True) as bar:
+    with _progress(console) as bar:
         task = bar.add_task(scenario.name, total=len(chosen))
         done: list[str] = []
 
@@ -94,6 +127,21 @@ def _run_with_progress(console: Console, scenario: Scenario, models: list[TrustM
         result = run_scenario(scenario, chosen, progress=step, **kw)
         bar.advance(task)
     return result
+
+
+def sweep_with_progress(console: Console, scenario: Scenario, models: list[TrustModel], quiet: bool) -> Any:
+    """The adversary sweep of ``models``, with a bar over its runs (and an ETA) on a terminal."""
+    from sim.adversary.sweep import sweep
+
+    if quiet or not console.is_terminal:
+        return sweep(scenario, models)
+    with _progress(console) as bar:
+        task = bar.add_task(f"{scenario.name}: adversary sweep", total=None)
+
+        def step(model: str, done: int, total: int) -> None:
+            bar.update(task, description=f"{scenario.name}: adversary sweep, {model}", completed=done, total=total)
+
+        return sweep(scenario, models, progress=step)
 
 
 def summary_table(result: dict[str, Any]) -> Table:
@@ -140,95 +188,130 @@ def junit(results: list[dict[str, Any]]) -> bytes:
     return ET.tostring(suites, encoding="utf-8", xml_declaration=True)
 
 
-def cmd_run(args: argparse.Namespace, console: Console) -> int:
-    results = []
-    several = len(args.scenario) > 1
-    for path in args.scenario:
-        scenario = _load(path, args.seed)
-        models = _models(scenario, args.model, path)
-        out = _out_dir(args.out, scenario, several)
+def _mkdir(out: Path) -> None:
+    try:
         out.mkdir(parents=True, exist_ok=True)
-        if not args.quiet and not args.json:
-            console.print(f"running {path} under {', '.join(models)} ...")
-        result = run_with_progress(console, scenario, models, args.quiet or args.json, out_dir=out,
-                                   scenario_file=path)
-        write_outputs(result, scenario, out)
-        results.append(result)
-        if args.json:
-            continue
-        if not args.quiet:
-            console.print(summary_table(result))
-            for model, res in result["models"].items():
-                for note in res["notes"]:
-                    console.print(f"[yellow]note[/yellow] {escape(f'[{model}] {note}')}")
-            console.print(f"wrote {out}/result.json, scenario.resolved.json and per model trace.jsonl, doe.pcap")
-        for line in failures(result):
-            console.print(f"[red]FAIL[/red] {escape(line)}")
+    except OSError as exc:
+        raise UserError(f"{out}: cannot create the output folder: {exc.strerror}") from None
+
+
+def _finish(args: argparse.Namespace, console: Console, results: list[dict[str, Any]]) -> int:
+    """What run and compare end with: the JSON list (always a list, one entry per scenario), JUnit, status."""
     if args.json:
-        console.print_json(json.dumps(results if several else results[0], sort_keys=True))
+        console.print(json.dumps(results, indent=2, sort_keys=True), markup=False, highlight=False)
     if args.junit:
-        Path(args.junit).write_bytes(junit(results))
+        try:
+            Path(args.junit).write_bytes(junit(results))
+        except OSError as exc:
+            raise UserError(f"--junit {args.junit}: cannot write: {exc.strerror}") from None
     return EXIT_FAILED if any(failures(r) for r in results) else EXIT_OK
 
 
+def _notes(console: Console, result: dict[str, Any]) -> None:
+    for model, res in result["models"].items():
+        for note in res["notes"]:
+            console.print(f"[yellow]note[/yellow] {escape(f'[{model}] {note}')}")
+
+
+def cmd_run(args: argparse.Namespace, console: Console) -> int:
+    results = []
+    paths = scenario_paths(args.scenario)
+    several = len(paths) > 1
+    chatty = not (args.quiet or args.json)
+    for path in paths:
+        scenario = _load(path, args.seed)
+        models = _models(scenario, args.model, path)
+        out = _out_dir(args.out, scenario, several)
+        _mkdir(out)
+        if chatty:
+            console.print(f"running {escape(path)} under {', '.join(models)} ...")
+        result = run_with_progress(console, scenario, models, not chatty, out_dir=out, scenario_file=path)
+        write_outputs(result, scenario, out)
+        results.append(result)
+        if chatty:
+            console.print(summary_table(result))
+            _notes(console, result)
+            console.print(f"wrote {escape(str(out))}/result.json, scenario.resolved.json and per model trace.jsonl, "
+                          "doe.pcap")
+        if not args.json:
+            for line in failures(result):
+                console.print(f"[red]FAIL[/red] {escape(line)}")
+    return _finish(args, console, results)
+
+
 def cmd_compare(args: argparse.Namespace, console: Console) -> int:
+    from sim.adversary.sweep import attach
     from sim.report.compare import compare
     from sim.report.write import write_report
 
-    scenario = _load(args.scenario, args.seed)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    if not args.quiet:
-        console.print(f"comparing {', '.join(scenario.models)} on {args.scenario} ...")
-    result = run_with_progress(console, scenario, None, args.quiet, out_dir=out, scenario_file=args.scenario)
-    if args.sweep:
-        from sim.adversary.sweep import attach, sweep
+    results = []
+    paths = scenario_paths(args.scenario)
+    several = len(paths) > 1
+    chatty = not (args.quiet or args.json)
+    for path in paths:
+        scenario = _load(path, args.seed)
+        models = _models(scenario, args.model, path)
+        out = _out_dir(args.out, scenario, several)
+        _mkdir(out)
+        if chatty:
+            console.print(f"comparing {', '.join(models)} on {escape(path)} ...")
+        result = run_with_progress(console, scenario, models, not chatty, out_dir=out, scenario_file=path)
+        if args.sweep:
+            if chatty:
+                console.print("adversary sweep: each component compromised with each strategy, per model ...")
+            attach(result, sweep_with_progress(console, scenario, models, not chatty))
+            if chatty:
+                for model, res in result["models"].items():
+                    for prop, entry in (res.get("trusted_base") or {}).items():
+                        console.print(escape(f"  trusted base [{model}] {prop}: {_base_words(entry)}"))
+        write_outputs(result, scenario, out)
+        written = write_report(result, out)
+        results.append(result)
+        if chatty:
+            console.print(summary_table(result))
+            _notes(console, result)
+            diffs = compare(result).differences
+            console.print(f"[bold]Who saw which secret, where the models differ[/bold] ({len(diffs)}):")
+            for d in diffs:
+                console.print(f"  {escape(d.text())}")
+            console.print(escape(f"wrote {written.markdown}, {written.html} (plots), {written.json}"))
+        if not args.json:
+            for line in failures(result):
+                console.print(f"[red]FAIL[/red] {escape(line)}")
+    return _finish(args, console, results)
 
-        if not args.quiet:
-            console.print("adversary sweep: each component compromised with each strategy, per model ...")
-        attach(result, sweep(scenario))
-        if not args.quiet:
-            for model, res in result["models"].items():
-                for prop, entry in (res.get("trusted_base") or {}).items():
-                    console.print(escape(f"  trusted base [{model}] {prop}: {_base_words(entry)}"))
-    write_outputs(result, scenario, out)
-    paths = write_report(result, out)
-    if not args.quiet:
-        console.print(summary_table(result))
-        diffs = compare(result).differences
-        console.print(f"[bold]Who saw which secret, where the models differ[/bold] ({len(diffs)}):")
-        for d in diffs:
-            console.print(f"  {d.text()}")
-        console.print(f"wrote {paths.markdown}, {paths.html} (plots), {paths.json}")
-    for line in failures(result):
-        console.print(f"[red]FAIL[/red] {escape(line)}")
-    return EXIT_FAILED if failures(result) else EXIT_OK
+
+def _common(p: argparse.ArgumentParser) -> None:
+    """The options run and compare share, with the same meaning."""
+    p.add_argument("scenario", nargs="+", metavar="SCENARIO",
+                   help="scenario YAML files, directories (their *.yaml files) or glob patterns")
+    p.add_argument("--model", action="append", metavar="M",
+                   help="run only this trust model (repeatable; one the scenario names): fat, thin-host, "
+                        "thin-guest, thin-vmm")
+    p.add_argument("--seed", type=int, help="override the scenario's seed")
+    p.add_argument("--out", metavar="DIR",
+                   help="output folder (default out/<scenario name>; with several scenarios DIR/<scenario name>)")
+    p.add_argument("--json", action="store_true",
+                   help="print a JSON list of the result.json objects, one per scenario, instead of tables")
+    p.add_argument("--quiet", "-q", action="store_true", help="print only failures (for CI)")
+    p.add_argument("--junit", metavar="FILE", help="also write JUnit XML (one case per expectation)")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     run = sub.add_parser(
-        "run", help="run scenario files under one or all of their trust models",
+        "run", help=summary("run"),
         description="Run each SCENARIO under the trust models it names (or --model), print a summary, and write "
                     "result.json, scenario.resolved.json and per model trace.jsonl and doe.pcap. Exits 1 when "
                     "an expectation fails, naming it.")
-    run.add_argument("scenario", nargs="+", help="scenario YAML file(s)")
-    run.add_argument("--model", action="append", metavar="M",
-                     help="run only this trust model (repeatable): fat, thin-host, thin-guest, thin-vmm")
-    run.add_argument("--seed", type=int, help="override the scenario's seed")
-    run.add_argument("--out", metavar="DIR", help="output folder (default out/<scenario name>)")
-    run.add_argument("--json", action="store_true", help="print result.json instead of tables")
-    run.add_argument("--quiet", "-q", action="store_true", help="print only failures (for CI)")
-    run.add_argument("--junit", metavar="FILE", help="also write JUnit XML (one case per expectation)")
+    _common(run)
     run.set_defaults(func=cmd_run)
 
     cmp = sub.add_parser(
-        "compare", help="run every trust model of a scenario and write a comparison report",
-        description="Run SCENARIO under every trust model it names and write report.md, report.html (plots "
-                    "embedded, viewable offline) and report.json next to result.json.")
-    cmp.add_argument("scenario", help="scenario YAML file")
-    cmp.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    cmp.add_argument("--seed", type=int, help="override the scenario's seed")
-    cmp.add_argument("--quiet", "-q", action="store_true", help="print only failures")
+        "compare", help=summary("compare"),
+        description="Run each SCENARIO under every trust model it names (or --model) and write report.md, "
+                    "report.html (plots embedded, viewable offline) and report.json next to "
+                    "result.json. Exits 1 when an expectation fails, naming it.")
+    _common(cmp)
     cmp.add_argument("--sweep", action="store_true",
                      help="also compromise each component with each adversary strategy, per model, and put the "
                           "measured trusted base of every security property into result.json and the report")

@@ -18,6 +18,7 @@ from typing import BinaryIO, TextIO
 from cryptography.hazmat.primitives import serialization
 from rich.console import Console
 
+from sim.commands import summary
 from sim.commands.common import EXIT_FAILED, EXIT_OK, UserError
 from sim.crypto.errors import CryptoError
 from sim.interop.device import DEFAULT_PROFILE, DEFAULT_SEED, SocketDevice, build_socket_device
@@ -216,7 +217,7 @@ def _serve_all(servers: list[EmuServer], log: Callable[[str], None]) -> int:
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
         "serve-device",
-        help="serve one simulated device over DMTF's emulator socket protocol (PCI_DOE transport)",
+        help=summary("serve-device"),
         description="Serve one simulated device (DOE mailbox, SPDM responder, IDE_KM, TDISP) over the socket "
                     "protocol of DMTF's spdm-emu, as spdm_responder_emu does: spdm_requester_emu --trans PCI_DOE, "
                     "the SPDM-Responder-Validator and `tiosim attest` can connect. Without --cert-chain/--key the "

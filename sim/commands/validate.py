@@ -8,6 +8,7 @@ import json
 from rich.console import Console
 from rich.markup import escape
 
+from sim.commands import summary
 from sim.commands.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UserError
 from sim.scenario.loader import ScenarioError, ScenarioFileError, load_scenario, schema_json
 
@@ -45,7 +46,7 @@ def cmd_validate(args: argparse.Namespace, console: Console) -> int:
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     val = sub.add_parser(
         "validate",
-        help="check scenario files against the schema",
+        help=summary("validate"),
         description="Load each scenario file and report every problem as FILE:LINE:COL: key.path: message. "
                     "Exits 1 if any file is invalid, 2 if one cannot be read. --schema prints the scenario "
                     "JSON Schema (for editors; scenarios/scenario.schema.json is this output).",

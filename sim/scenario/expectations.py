@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 
 
 def describe(exp: S.Expectation) -> str:
-    when = "at end" if exp.at == "end" else f"at {exp.at} ns"
+    when = "at end" if exp.at == "end" else f"at {S.format_duration(exp.at)}"
     if isinstance(exp, S.TdiStateExpectation):
         return f"tdi_state {exp.device}/{exp.tdi} == {exp.state} {when}"
     if isinstance(exp, S.StreamStateExpectation):
@@ -23,7 +23,7 @@ def describe(exp: S.Expectation) -> str:
     if isinstance(exp, S.ExposureExpectation):
         return f"{exp.component} saw {exp.secret} at most {exp.at_most} {when}"
     if isinstance(exp, S.LatencyExpectation):
-        return f"{exp.metric}{' of ' + exp.device if exp.device else ''} <= {exp.max} ns"
+        return f"{exp.metric}{' of ' + exp.device if exp.device else ''} <= {S.format_duration(exp.max)}"
     if isinstance(exp, S.TraceDigestExpectation):
         return f"trace digest of {exp.model} == {exp.sha256[:16]}..."
     return str(exp.kind)

@@ -294,6 +294,18 @@ def parse_duration(value: object) -> int:
     return int(ns)
 
 
+def format_duration(ns: int) -> str:
+    """``ns`` as a scenario file would write it: the largest unit that keeps it short ("1s", "1.5ms", "250ns"),
+    so a bound read back to its author matches what they wrote rather than a count of nanoseconds."""
+    for unit in ("s", "ms", "us"):
+        if ns < _NS_PER_UNIT[unit]:
+            continue
+        value = Decimal(ns) / _NS_PER_UNIT[unit]
+        if value == value.to_integral_value() or 1 <= value < 1000 and value == value.quantize(Decimal("0.001")):
+            return f"{value.normalize():f}{unit}"
+    return f"{ns}ns"
+
+
 def parse_size(value: object) -> int:
     """Bytes from an int or a string with a unit: "64B", "4KiB", "2MiB", "1GiB"."""
     if isinstance(value, bool) or not isinstance(value, int | str):

@@ -136,6 +136,9 @@ class Conversation:
         self._req_sessions: list[int] = []  # ReqSessionIDs of KEY_EXCHANGE / PSK_EXCHANGE not yet answered
         self._req_flags: CapabilityFlags | None = None
         self._rsp_flags: CapabilityFlags | None = None
+        # DOE discovery request and response are one DW each and may read both ways; a mailbox answers one
+        # object before it takes the next, so in a capture they alternate: this says which one is next.
+        self.discovery_answer_due = False
 
     def _pinned(self, ctx: SpdmContext) -> SpdmContext:
         if self._pin_hash:
@@ -270,8 +273,19 @@ def _vendor_children(msg: SpdmMessage) -> list[Layer]:
     return [Layer(_title(inner), _fields(inner))]
 
 
-def _discovery_layers(payload: bytes) -> list[Layer]:
-    """A discovery payload reads both ways (request and response are one DW each): show what fits."""
+def _discovery_layers(payload: bytes, conversation: Conversation | None = None) -> list[Layer]:
+    """A discovery payload reads both ways (request and response are one DW each). In a conversation it is
+    the request when no request is waiting for its answer, else that answer; alone, show what fits."""
+    if conversation is not None:
+        cls = DoeDiscoveryResponse if conversation.discovery_answer_due else DoeDiscoveryRequest
+        try:
+            msg = cls.decode(payload[:4])
+        except DecodeError:
+            pass
+        else:
+            conversation.discovery_answer_due = cls is DoeDiscoveryRequest
+            return [Layer(f"{'request' if cls is DoeDiscoveryRequest else 'response'}: {_title(msg)}",
+                          _fields(msg))]
     layers: list[Layer] = []
     plausible = {
         DoeDiscoveryRequest: payload[1:2] in (b"\x00", b"\x02") and payload[2:4] == b"\x00\x00",
@@ -297,7 +311,7 @@ def _doe_layer(data: bytes, ctx: SpdmContext, conversation: Conversation | None 
     kind = obj.object_type
     try:
         if kind is DoeObjectType.DISCOVERY:
-            layer.children += _discovery_layers(obj.payload)
+            layer.children += _discovery_layers(obj.payload, conversation)
         elif kind is DoeObjectType.SPDM:
             layer.children.append(_spdm_layer(obj.payload, ctx, padded=True, conversation=conversation))
         elif kind is DoeObjectType.SECURED_SPDM:
@@ -316,6 +330,15 @@ def _looks_like_doe(data: bytes) -> bool:
         return False
 
 
+def _looks_like_tlp(data: bytes) -> bool:
+    """A TLP (or IDE TLP) whose header decodes and whose length field accounts for every byte."""
+    try:
+        decode_tlp(data)
+    except (DecodeError, ValueError):
+        return False
+    return True
+
+
 def dissect(data: bytes, kind: str = "auto", *, hash_name: str = "sha384", asym_name: str = "p384",
             conversation: Conversation | None = None) -> Layer:
     """Decode ``data`` as ``kind`` (or guess it); DecodeError names the field and byte offset.
@@ -330,10 +353,13 @@ def dissect(data: bytes, kind: str = "auto", *, hash_name: str = "sha384", asym_
             kind = "doe"
         elif data and data[0] in SpdmVersion._value2member_map_:
             kind = "spdm"
+        elif _looks_like_tlp(data):
+            kind = "tlp"
         else:
             raise DecodeError("input", "(first bytes)", 0,
-                              "neither a DOE object (vendor 0x0001, length matching) nor an SPDM message "
-                              "(version byte 0x10-0x14); say what it is with --as")
+                              "neither a DOE object (vendor 0x0001, length matching), an SPDM message "
+                              "(version byte 0x10-0x14) nor a TLP (header and length matching); say what it is "
+                              "with --as")
     if kind == "doe":
         return _doe_layer(data, ctx, conversation)
     if kind == "spdm":

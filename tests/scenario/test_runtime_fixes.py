@@ -233,7 +233,7 @@ def test_expectation_index_is_its_position_in_the_file_and_results_are_in_file_o
     assert got[0][1].startswith("stream_state h0 == secure at end")
     assert got[1][1].startswith("insecure_window of h0")
     assert got[2][1].startswith("guest saw ide-key")
-    assert got[3][1] == "stream_state h0 == insecure at 0 ns"
+    assert got[3][1] == "stream_state h0 == insecure at 0ns"
 
 
 # -- 6. assigning a device to its owner again ------------------------------------------------------------------

@@ -19,7 +19,7 @@ from sim.protocols.spdm.policy import VerificationPolicy
 from sim.scenario.loader import load_scenario_text
 from sim.scenario.run import ModelRun
 from sim.scenario.schema import TrustModel
-from sim.vmm.guest import _verify_evidence_chain
+from sim.vmm.guest import TdiHistoryEntry, TdiNote, _verify_evidence_chain
 from sim.wire.tdisp import TdiState
 from tests.firmware.fw_bench import build
 
@@ -99,9 +99,8 @@ def test_evidence_chain_status_is_read_under_the_containers_own_hash(asym: BaseA
 # --------------------------------------------------------------------------------------------------
 
 
-def _last_verdict(history: list[tuple[int, str]]) -> str:
-    return next(what for _, what in reversed(history) if what.startswith("not accepted: ")).removeprefix(
-        "not accepted: ")
+def _last_verdict(history: list[TdiHistoryEntry]) -> str:
+    return next(e.text for e in reversed(history) if e.note is TdiNote.NOT_ACCEPTED).removeprefix("not accepted: ")
 
 
 @pytest.mark.parametrize(("status", "reason"), [

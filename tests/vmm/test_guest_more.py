@@ -134,7 +134,7 @@ def test_thin_guest_refreshes_its_keys_in_its_own_session(model: str) -> None:
         assert new.key_for(Direction.TX, sub).key != old.key_for(Direction.TX, sub).key
     assert key_sets_on_link(b, marks["t"]) == {KeySet.K1}
     assert tdi_state(b) is TdiState.RUN and b.guest.tdi("dev0").state is TdiState.RUN
-    assert any("keys refreshed" in what for _, what in b.guest.tdi("dev0").history)
+    assert any("keys refreshed" in what for _, _note, what in b.guest.tdi("dev0").history)
     # how the new keys travelled: sealed past the VMM (thin-guest), or handed to it (thin-vmm)
     window = b.sink.events[marks["n"]:marks["t"]]
     to_vmm = [e.data for e in window if e.destination == "vmm" or e.source == "vmm"]
@@ -185,7 +185,7 @@ def test_thin_flr_of_function_1_stops_and_restarts_in_the_same_session(model: st
     [outage] = rec.outages
     assert outage.how == f"VMM notice: {FLR_NOTICE}; state ERROR" and outage.back_ns is not None
     assert outage.left_ns == marks["record"].resumed_ns                 # when the VMM's notice arrived
-    whats = [what for _, what in rec.history]
+    whats = [what for _, _note, what in rec.history]
     assert "STOP: CONFIG_UNLOCKED (same session)" in whats
     assert owned(b).session.session_id == marks["session"] and owned(b).keys is marks["keys"]
     assert [n.reason for n in b.vmm.notices] == [FLR_NOTICE]
@@ -215,7 +215,7 @@ def test_guest_that_does_not_recover_only_records_the_outage() -> None:
     rec = b.guest.tdi("dev0", 1)
     assert rec.state is None and rec.outages and rec.outages[0].back_ns is None
     assert tdi_state(b, 1) is TdiState.ERROR
-    assert "STOP: CONFIG_UNLOCKED (same session)" not in [what for _, what in rec.history]
+    assert "STOP: CONFIG_UNLOCKED (same session)" not in [what for _, _note, what in rec.history]
 
 
 def test_thin_guest_secures_again_after_a_secondary_bus_reset() -> None:
@@ -245,7 +245,7 @@ def test_fat_flr_of_function_1_rebinds_through_the_vmm_and_reaccepts() -> None:
     assert isinstance(fw, FatTsm)
     rec = b.guest.tdi("dev0", 1)
     assert rec.state is TdiState.RUN and tdi_state(b, 1) is TdiState.RUN and marks["dma"] is True
-    assert "re-bound by the TSM: CONFIG_LOCKED" in [what for _, what in rec.history]
+    assert "re-bound by the TSM: CONFIG_LOCKED" in [what for _, _note, what in rec.history]
     after = [r.command for r in fw.core.records if r.queued_ns >= marks["record"].resumed_ns]
     assert after[:3] == ["GUEST_REQUEST", "TDI_UNBIND", "TDI_BIND"]       # TDI_STATE, then the re-bind
     assert after.count("GUEST_REQUEST") == 3                               # + TDI_INFO, STATE_CHANGE
@@ -292,7 +292,7 @@ def test_firmware_update_fails_the_guest_re_attestation_with_measurement_mismatc
     assert rec.accepted_ns is not None                  # the first acceptance (old firmware) passed
     assert rec.state is not TdiState.RUN and rec.failure_reason == "measurement-mismatch"
     assert "index 2" in rec.failure and tdi_state(b) is not TdiState.RUN
-    assert any("not accepted" in what and "index 2" in what for _, what in rec.history)
+    assert any("not accepted" in what and "index 2" in what for _, _note, what in rec.history)
 
 
 def test_firmware_update_detected_when_a_function_0_flr_makes_the_guest_secure_again() -> None:
