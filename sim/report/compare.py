@@ -23,7 +23,7 @@ from sim.engine.exposure import Exposure
 
 BASE_STATUSES = ("exercised", "not-exercised", "broken-without-compromise")
 RESULT_FORMAT = 1
-REPORT_FORMAT = 1
+REPORT_FORMAT = 2   # 2: trusted_base entries are {status, components, why}
 
 # How an exposure level reads in prose and tables; the same words a scenario's `at_most` uses.
 LEVEL_WORDS: dict[Exposure, str] = {
