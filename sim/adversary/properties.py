@@ -245,7 +245,7 @@ class Witness:
             h.dsm.add_listener(lambda event, h=h: w._on_dsm(h, event))
         for name, guest in run.actors.guests.items():
             guest.mmio_write = w._mmio_hook(name, guest.mmio_write)  # type: ignore[method-assign]
-            guest.device_dma_read = w._dma_read_hook(guest.device_dma_read)  # type: ignore[method-assign]
+            guest.device_dma_read = w._dma_read_hook(guest)  # type: ignore[method-assign]
             guest.evidence_problems = w._evidence_hook(name, guest.evidence_problems)  # type: ignore[method-assign]
             guest.phase_listeners.append(lambda mark, name=name: w._on_guest_phase(name, mark))
         for rp in run.platform.root_ports.values():
@@ -263,10 +263,12 @@ class Witness:
             return sent
         return dma_write
 
-    def _dma_read_hook(self, original: Callable[..., Any]) -> Callable[..., Any]:
+    def _dma_read_hook(self, guest: Any) -> Callable[..., Any]:
+        original = guest.device_dma_read
+
         def device_dma_read(device: str, address: int, data: bytes, *, function: int = 0) -> Any:
-            tee = self.run.actors.guests[self.run.actors.vmm.owner_of(device) or ""].tdis.get((device, function))
-            running = tee is not None and tee.state is TdiState.RUN
+            tdi = guest.tdis.get((device, function))
+            running = tdi is not None and tdi.state is TdiState.RUN
             self.dma.append(DmaRecord(self.run.world.now, device, function, address, bytes(data), running, True,
                                       self._believed_protected(device, running), read=True))
             return (yield from original(device, address, data, function=function))

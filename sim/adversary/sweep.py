@@ -141,13 +141,11 @@ class ModelSweep:
             if honest in breaking(prop):
                 entry["status"] = BaseStatus.BROKEN_WITHOUT_COMPROMISE.value
                 entry["why"] = "broken with nobody compromised: " + self.honest.verdicts[str(prop)]["detail"]
-                entry["note"] = entry["why"]
                 continue
             if self.premise is not None and self.premise.verdict(prop) is Verdict.BROKEN_UNDETECTED:
                 entry["status"] = BaseStatus.BROKEN_WITHOUT_COMPROMISE.value
                 entry["why"] = ("the substitute-measurements premise alone (firmware the policy rejects, nobody "
                                 "compromised) breaks it: " + self.premise.verdicts[str(prop)]["detail"])
-                entry["note"] = entry["why"]
             exercised = [o for o in self.runs if o.applicable and o.verdict(prop) not in (None, Verdict.NOT_EXERCISED)]
             if honest is Verdict.NOT_EXERCISED and not exercised:
                 entry["status"] = BaseStatus.NOT_EXERCISED.value

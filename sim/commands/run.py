@@ -13,6 +13,7 @@ import glob
 import json
 import re
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -213,16 +214,23 @@ def _notes(console: Console, result: dict[str, Any]) -> None:
             console.print(f"[yellow]note[/yellow] {escape(f'[{model}] {note}')}")
 
 
-def cmd_run(args: argparse.Namespace, console: Console) -> int:
-    results = []
+def _scenarios(args: argparse.Namespace) -> Iterator[tuple[str, Scenario, list[TrustModel], Path]]:
+    """What run and compare both iterate: each scenario file named, loaded, its models chosen and its output
+    folder made."""
     paths = scenario_paths(args.scenario)
     several = len(paths) > 1
-    chatty = not (args.quiet or args.json)
     for path in paths:
         scenario = _load(path, args.seed)
         models = _models(scenario, args.model, path)
         out = _out_dir(args.out, scenario, several)
         _mkdir(out)
+        yield path, scenario, models, out
+
+
+def cmd_run(args: argparse.Namespace, console: Console) -> int:
+    results = []
+    chatty = not (args.quiet or args.json)
+    for path, scenario, models, out in _scenarios(args):
         if chatty:
             console.print(f"running {escape(path)} under {', '.join(models)} ...")
         result = run_with_progress(console, scenario, models, not chatty, out_dir=out, scenario_file=path)
@@ -245,14 +253,8 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
     from sim.report.write import write_report
 
     results = []
-    paths = scenario_paths(args.scenario)
-    several = len(paths) > 1
     chatty = not (args.quiet or args.json)
-    for path in paths:
-        scenario = _load(path, args.seed)
-        models = _models(scenario, args.model, path)
-        out = _out_dir(args.out, scenario, several)
-        _mkdir(out)
+    for path, scenario, models, out in _scenarios(args):
         if chatty:
             console.print(f"comparing {', '.join(models)} on {escape(path)} ...")
         result = run_with_progress(console, scenario, models, not chatty, out_dir=out, scenario_file=path)
